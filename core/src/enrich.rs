@@ -85,45 +85,45 @@ impl Enricher {
 
     /// Adds what the enabled steps know to `event`.
     pub fn enrich(&self, event: &mut AdEvent) {
-        if let (Some(parser), Some(ua)) = (&self.user_agent, event.user_agent.as_deref()) {
-            if let Some(result) = parser.parse(ua) {
-                let device = device_type(result.category);
-                let os = known(result.os);
-                let browser = known(result.name);
-                event.device_type.get_or_insert_with(|| device.to_owned());
-                if let Some(os) = os {
-                    event.os.get_or_insert_with(|| os.to_owned());
-                }
-                if let Some(browser) = browser {
-                    event.browser.get_or_insert_with(|| browser.to_owned());
-                }
+        if let (Some(parser), Some(ua)) = (&self.user_agent, event.user_agent.as_deref())
+            && let Some(result) = parser.parse(ua)
+        {
+            let device = device_type(result.category);
+            let os = known(result.os);
+            let browser = known(result.name);
+            event.device_type.get_or_insert_with(|| device.to_owned());
+            if let Some(os) = os {
+                event.os.get_or_insert_with(|| os.to_owned());
+            }
+            if let Some(browser) = browser {
+                event.browser.get_or_insert_with(|| browser.to_owned());
             }
         }
-        if let (Some(reader), Some(ip)) = (&self.geoip, event.ip.as_deref()) {
-            if let Ok(ip) = ip.parse::<IpAddr>() {
-                self.apply_geo(reader, ip, event);
-            }
+        if let (Some(reader), Some(ip)) = (&self.geoip, event.ip.as_deref())
+            && let Ok(ip) = ip.parse::<IpAddr>()
+        {
+            apply_geo(reader, ip, event);
         }
     }
+}
 
-    fn apply_geo(&self, reader: &maxminddb::Reader<Vec<u8>>, ip: IpAddr, event: &mut AdEvent) {
-        let Ok(found) = reader.lookup(ip) else { return };
-        let Ok(Some(city)) = found.decode::<maxminddb::geoip2::City<'_>>() else {
-            return;
-        };
-        if event.country.is_none() {
-            event.country = city.country.iso_code.map(str::to_owned);
-        }
-        if event.region.is_none() {
-            event.region = city
-                .subdivisions
-                .first()
-                .and_then(|s| s.iso_code)
-                .map(str::to_owned);
-        }
-        if event.city.is_none() {
-            event.city = city.city.names.english.map(str::to_owned);
-        }
+fn apply_geo(reader: &maxminddb::Reader<Vec<u8>>, ip: IpAddr, event: &mut AdEvent) {
+    let Ok(found) = reader.lookup(ip) else { return };
+    let Ok(Some(city)) = found.decode::<maxminddb::geoip2::City<'_>>() else {
+        return;
+    };
+    if event.country.is_none() {
+        event.country = city.country.iso_code.map(str::to_owned);
+    }
+    if event.region.is_none() {
+        event.region = city
+            .subdivisions
+            .first()
+            .and_then(|s| s.iso_code)
+            .map(str::to_owned);
+    }
+    if event.city.is_none() {
+        event.city = city.city.names.english.map(str::to_owned);
     }
 }
 

@@ -120,11 +120,12 @@ impl SecretFile {
         let modified = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .ok();
-        if modified.is_some() && modified != cached.modified {
-            if let Ok((modified, secret)) = read(&self.path) {
-                cached.modified = modified;
-                cached.secret = secret;
-            }
+        if modified.is_some()
+            && modified != cached.modified
+            && let Ok((modified, secret)) = read(&self.path)
+        {
+            cached.modified = modified;
+            cached.secret = secret;
         }
         cached.secret.clone()
     }

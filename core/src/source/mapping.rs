@@ -22,6 +22,10 @@ use crate::spec::{SourceSpec, TimeFormat};
 /// not unboundedly so, and one huge field must not balloon a lake file.
 pub const MAX_FIELD_CHARS: usize = 8 * 1024;
 
+/// Longest event id and session id: one of them becomes the Kinesis partition key, which
+/// Kinesis limits to 256 characters.
+pub const MAX_KEY_CHARS: usize = 256;
+
 /// A scalar found in a partner record.
 #[derive(Debug, Clone)]
 pub(crate) enum Value<'a> {
@@ -254,6 +258,22 @@ impl Mapper {
             }
         };
         check_time_window(event.event_time, received_at)?;
+        for (field, value) in [
+            (StandardField::EventId, Some(&event.event_id)),
+            (StandardField::AdSessionId, event.ad_session_id.as_ref()),
+        ] {
+            if value.is_some_and(|v| v.chars().count() > MAX_KEY_CHARS)
+                && let Some(selector) = self.selector(field)
+            {
+                return Err(EventError::new(
+                    EventErrorKind::TooLong,
+                    format_args!(
+                        "{} is longer than {MAX_KEY_CHARS} characters",
+                        record.describe(selector)
+                    ),
+                ));
+            }
+        }
         if event.event_id.is_empty() {
             event.event_id = uuid::Uuid::now_v7().to_string();
         }

@@ -70,10 +70,25 @@ impl SourceFormat {
         self.routes().iter().any(|(_, r)| *r == route)
     }
 
+    /// Refuses a route or method this format does not serve, before the body is read or
+    /// the request authenticated.
+    pub fn check_route(self, method: &Method, route: &str) -> Result<(), RequestError> {
+        if !self.serves(route) {
+            return Err(RequestError::unknown_route(self, route));
+        }
+        if !self.routes().iter().any(|(m, r)| *r == route && *m == method.as_str()) {
+            return Err(RequestError::MethodNotAllowed {
+                method: method.to_string(),
+                route: route.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// Splits a request into standard events, each mapped and validated on its own.
     ///
     /// Authentication has already happened (see [`crate::auth`]) unless
-    /// [`SourceFormat::is_handshake`] said the request proves itself; `secret` is the
+    /// [`SourceFormat::skips_signature`] said the request needs none; `secret` is the
     /// partner's secret for such handshakes.
     pub fn decode(
         self,
@@ -88,10 +103,14 @@ impl SourceFormat {
         }
     }
 
-    /// Whether `request` is a verification handshake that carries its own proof (the Meta
-    /// verify token) and so skips the pipeline's signature check.
-    pub fn is_handshake(self, request: &InboundRequest<'_>) -> bool {
-        self == SourceFormat::MetaWebhook && meta_webhook::is_handshake(request)
+    /// Whether `request` skips the pipeline's signature check: a verification handshake
+    /// carries its own proof (the Meta verify token), and a pixel `HEAD` stores nothing.
+    pub fn skips_signature(self, request: &InboundRequest<'_>) -> bool {
+        match self {
+            SourceFormat::Json => false,
+            SourceFormat::Pixel => request.method == Method::HEAD,
+            SourceFormat::MetaWebhook => meta_webhook::is_handshake(request),
+        }
     }
 }
 

@@ -1,0 +1,602 @@
+//! The producer: events in, KPL-aggregated `PutRecords` calls out.
+//!
+//! ```text
+//! handler ── reserve(bytes) ──▶ Budget (bounded memory; full ⇒ 503)
+//!    │
+//!    └─ submit(records) ──▶ batcher task ──▶ one Aggregator per predicted shard
+//!                                  │             (user records of one shard only)
+//!                                  ├─ seal on size / linger ──▶ ready entries
+//!                                  └─ dispatch ≤ 500 entries, ≤ 5 MiB ──▶ StreamWriter::put
+//!                                                                │ per-entry outcome
+//!   Ack (oneshot) ◀── every record of the submission accepted ◀──┘ failed ⇒ re-sent by index
+//! ```
+//!
+//! A submission is acknowledged only when every entry that carries one of its records was
+//! accepted by the stream, which is what `ack: durable` promises. Failed entries of a partial
+//! failure are re-sent alone, with backoff and jitter; memory stays bounded because records
+//! hold their budget until they are acknowledged.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use adpipe_core::kpl::{AddError, Aggregator};
+use adpipe_core::shard::{ShardMap, hash_key};
+use adpipe_core::stream::{PutEntry, PutOutcome, StreamError, StreamWriter};
+use rand::Rng;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::metrics::PartnerMetrics;
+
+/// PutRecords API limit: entries per call.
+pub const MAX_ENTRIES_PER_PUT: usize = 500;
+/// PutRecords API limit: bytes per call (data and partition keys).
+pub const MAX_BYTES_PER_PUT: usize = 5 * 1024 * 1024;
+/// Kinesis' record limit is 1 MiB including the partition key; stay a little below so a
+/// record never fails for size whatever key it carries.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1000 * 1024;
+/// How long a record may wait for company before it is sent: long enough to pack records
+/// under load, short next to a partner's request timeout.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(10);
+/// Calls in flight at once; more adds no throughput once shards are busy.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
+/// Memory the producer may hold for records not yet acknowledged by the stream.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 * 1024 * 1024;
+/// The shard map is refreshed at least this often, to follow reshards.
+const SHARD_MAP_REFRESH: Duration = Duration::from_secs(30);
+/// First and largest retry delay.
+const RETRY_BASE: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Producer settings.
+#[derive(Clone, Debug)]
+pub struct ProducerOptions {
+    /// Largest aggregated record.
+    pub max_record_bytes: usize,
+    /// Longest wait before a partial batch is sent.
+    pub linger: Duration,
+    /// Concurrent `put` calls.
+    pub max_in_flight: usize,
+    /// Budget for records not yet acknowledged.
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for ProducerOptions {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            linger: DEFAULT_LINGER,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+        }
+    }
+}
+
+/// Why records were not stored.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ProduceError {
+    /// The buffer budget is used up; retry later.
+    #[error("buffers are full")]
+    Full,
+    /// The producer is shutting down.
+    #[error("the receiver is shutting down")]
+    Closed,
+    /// The stream refused a record for good.
+    #[error("the stream refused the events: {0}")]
+    Refused(String),
+    /// A single event is larger than a stream record may be.
+    #[error("an event of {0} bytes is larger than a stream record may be")]
+    TooLarge(usize),
+}
+
+/// One event ready for the stream.
+#[derive(Debug, Clone)]
+pub struct OutgoingRecord {
+    /// The Kinesis partition key.
+    pub partition_key: String,
+    /// The event's stream JSON.
+    pub data: Vec<u8>,
+}
+
+/// Buffer space held for a submission until the stream acknowledged it.
+#[derive(Debug)]
+pub struct Reservation(OwnedSemaphorePermit);
+
+/// Resolves when every record of a submission is stored, or says why not.
+pub type Ack = oneshot::Receiver<Result<(), ProduceError>>;
+
+/// Handle to a running producer; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Producer {
+    commands: mpsc::UnboundedSender<Command>,
+    budget: Arc<Semaphore>,
+    buffered: Arc<AtomicUsize>,
+    healthy: Arc<AtomicBool>,
+    max_buffered_bytes: usize,
+}
+
+#[derive(Debug)]
+enum Command {
+    Submit(Submission),
+    Close,
+}
+
+#[derive(Debug)]
+struct Submission {
+    records: Vec<OutgoingRecord>,
+    ack: Arc<Pending>,
+}
+
+/// Completion state shared by every entry carrying records of one submission.
+#[derive(Debug)]
+struct Pending {
+    remaining: AtomicUsize,
+    done: std::sync::Mutex<Option<oneshot::Sender<Result<(), ProduceError>>>>,
+    reservation: std::sync::Mutex<Option<Reservation>>,
+    bytes: usize,
+    buffered: Arc<AtomicUsize>,
+}
+
+impl Pending {
+    fn settle(&self, outcome: Result<(), ProduceError>) {
+        if let Ok(mut done) = self.done.lock()
+            && let Some(tx) = done.take()
+        {
+            // The requester may have gone away (client disconnect); the records are
+            // stored regardless.
+            let _ = tx.send(outcome);
+            self.buffered.fetch_sub(self.bytes, Ordering::Relaxed);
+            if let Ok(mut r) = self.reservation.lock() {
+                r.take();
+            }
+        }
+    }
+
+    fn accepted(&self, records: usize) {
+        if self.remaining.fetch_sub(records, Ordering::AcqRel) == records {
+            self.settle(Ok(()));
+        }
+    }
+}
+
+impl Producer {
+    /// Starts the batcher task writing to `writer`.
+    pub fn start(
+        writer: Arc<dyn StreamWriter>,
+        options: ProducerOptions,
+        metrics: PartnerMetrics,
+    ) -> (Producer, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let buffered = Arc::new(AtomicUsize::new(0));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let producer = Producer {
+            commands: tx,
+            budget: Arc::new(Semaphore::new(options.max_buffered_bytes)),
+            buffered: buffered.clone(),
+            healthy: healthy.clone(),
+            max_buffered_bytes: options.max_buffered_bytes,
+        };
+        let batcher = Batcher::new(writer, options, metrics, healthy);
+        let task = tokio::spawn(batcher.run(rx));
+        (producer, task)
+    }
+
+    /// Holds `bytes` of the budget, or says the buffers are full. Never waits: a full
+    /// buffer is answered with `503` at once.
+    pub fn reserve(&self, bytes: usize) -> Result<Reservation, ProduceError> {
+        let bytes = bytes.min(self.max_buffered_bytes);
+        let permits = u32::try_from(bytes).map_err(|_| ProduceError::Full)?;
+        self.budget
+            .clone()
+            .try_acquire_many_owned(permits)
+            .map(Reservation)
+            .map_err(|_| ProduceError::Full)
+    }
+
+    /// Hands records to the batcher; the returned [`Ack`] resolves once all are stored.
+    pub fn submit(&self, records: Vec<OutgoingRecord>, reservation: Reservation) -> Ack {
+        let (tx, rx) = oneshot::channel();
+        let bytes = reservation.0.num_permits();
+        self.buffered.fetch_add(bytes, Ordering::Relaxed);
+        let ack = Arc::new(Pending {
+            remaining: AtomicUsize::new(records.len()),
+            done: std::sync::Mutex::new(Some(tx)),
+            reservation: std::sync::Mutex::new(Some(reservation)),
+            bytes,
+            buffered: self.buffered.clone(),
+        });
+        if records.is_empty() {
+            ack.settle(Ok(()));
+        } else if let Err(mpsc::error::SendError(Command::Submit(submission))) = self
+            .commands
+            .send(Command::Submit(Submission { records, ack }))
+        {
+            submission.ack.settle(Err(ProduceError::Closed));
+        }
+        rx
+    }
+
+    /// Sends everything buffered, waits for the stream to take it, and stops the batcher;
+    /// its task handle resolves when that is done.
+    pub fn close(&self) {
+        // A batcher that already stopped has nothing left to send.
+        let _ = self.commands.send(Command::Close);
+    }
+
+    /// Bytes held for records not yet acknowledged.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last calls to the stream succeeded; `/readyz` reports it.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+}
+
+/// Records of one submission inside one stream entry.
+#[derive(Debug)]
+struct Member {
+    ack: Arc<Pending>,
+    records: usize,
+}
+
+/// An aggregated record being filled for one shard.
+struct OpenRecord {
+    aggregator: Aggregator,
+    members: Vec<Member>,
+    opened_at: Instant,
+}
+
+/// A sealed record waiting to be sent (or re-sent).
+struct ReadyEntry {
+    entry: PutEntry,
+    members: Vec<Member>,
+    attempts: u32,
+    not_before: Instant,
+}
+
+/// A finished `put`: what was sent, what came back, how long it took.
+struct PutCall {
+    entries: Vec<ReadyEntry>,
+    result: Result<Vec<PutOutcome>, StreamError>,
+    took: Duration,
+}
+
+struct Batcher {
+    writer: Arc<dyn StreamWriter>,
+    options: ProducerOptions,
+    metrics: PartnerMetrics,
+    healthy: Arc<AtomicBool>,
+    shard_map: Option<ShardMap>,
+    shard_map_at: Instant,
+    open: HashMap<String, OpenRecord>,
+    ready: VecDeque<ReadyEntry>,
+    in_flight: JoinSet<PutCall>,
+}
+
+impl Batcher {
+    fn new(
+        writer: Arc<dyn StreamWriter>,
+        options: ProducerOptions,
+        metrics: PartnerMetrics,
+        healthy: Arc<AtomicBool>,
+    ) -> Batcher {
+        Batcher {
+            writer,
+            options,
+            metrics,
+            healthy,
+            shard_map: None,
+            shard_map_at: Instant::now(),
+            open: HashMap::new(),
+            ready: VecDeque::new(),
+            in_flight: JoinSet::new(),
+        }
+    }
+
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut closed = false;
+        loop {
+            if closed && self.open.is_empty() && self.ready.is_empty() && self.in_flight.is_empty()
+            {
+                return;
+            }
+            self.dispatch(closed);
+            let wake = self.next_wake(closed);
+            tokio::select! {
+                command = commands.recv(), if !closed => match command {
+                    Some(Command::Submit(s)) => {
+                        self.add(s).await;
+                        // Take whatever else is queued before sealing, to pack records.
+                        loop {
+                            match commands.try_recv() {
+                                Ok(Command::Submit(s)) => self.add(s).await,
+                                Ok(Command::Close) => {
+                                    closed = true;
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Some(Command::Close) | None => closed = true,
+                },
+                Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                    if let Ok(call) = done {
+                        self.settle(call);
+                    }
+                },
+                () = sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// When the loop must look again without news: the oldest open record's linger, or the
+    /// earliest retry.
+    fn next_wake(&self, closed: bool) -> Option<Instant> {
+        if closed && !self.open.is_empty() {
+            return Some(Instant::now());
+        }
+        let linger = self
+            .open
+            .values()
+            .map(|o| o.opened_at + self.options.linger)
+            .min();
+        // Entries in backoff matter only when a call could be sent.
+        let retry = if self.in_flight.len() < self.options.max_in_flight {
+            self.ready.iter().map(|e| e.not_before).min()
+        } else {
+            None
+        };
+        match (linger, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    async fn shard_map(&mut self) -> Option<&ShardMap> {
+        if self.shard_map.is_none() || self.shard_map_at.elapsed() > SHARD_MAP_REFRESH {
+            match self.writer.shards().await {
+                Ok(shards) => {
+                    self.shard_map = Some(ShardMap::new(&shards));
+                    self.healthy.store(true, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "failed to list shards");
+                    self.healthy.store(false, Ordering::Relaxed);
+                }
+            }
+            self.shard_map_at = Instant::now();
+        }
+        self.shard_map.as_ref()
+    }
+
+    async fn add(&mut self, submission: Submission) {
+        for record in submission.records {
+            let hash = hash_key(&record.partition_key);
+            let shard = match self.shard_map().await.and_then(|m| m.shard_for(hash)) {
+                Some(shard) => shard.id.clone(),
+                // No map yet: one aggregate per key, placed by its own key, still correct.
+                None => String::new(),
+            };
+            self.add_record(shard, record, &submission.ack);
+        }
+    }
+
+    fn add_record(&mut self, shard: String, record: OutgoingRecord, ack: &Arc<Pending>) {
+        let max = self.options.max_record_bytes;
+        let open = self
+            .open
+            .entry(shard.clone())
+            .or_insert_with(|| OpenRecord {
+                aggregator: Aggregator::new(max),
+                members: Vec::new(),
+                opened_at: Instant::now(),
+            });
+        match open.aggregator.try_add(&record.partition_key, &record.data) {
+            Ok(()) => push_member(&mut open.members, ack),
+            Err(AddError::Full) => {
+                self.seal(&shard);
+                return self.add_record(shard, record, ack);
+            }
+            Err(AddError::TooLarge { .. }) => {
+                ack.settle(Err(ProduceError::TooLarge(record.data.len())));
+            }
+            Err(e @ AddError::InvalidKey) => ack.settle(Err(ProduceError::Refused(e.to_string()))),
+        }
+        if shard.is_empty() {
+            // Without a shard map every record is its own aggregate.
+            self.seal(&shard);
+        }
+    }
+
+    fn seal(&mut self, shard: &str) {
+        let Some(mut open) = self.open.remove(shard) else {
+            return;
+        };
+        let Some(record) = open.aggregator.finish() else {
+            return;
+        };
+        let explicit_hash_key = self
+            .shard_map
+            .as_ref()
+            .and_then(|m| m.explicit_hash_key_for(shard));
+        self.metrics.record_sealed(record.user_records);
+        self.ready.push_back(ReadyEntry {
+            entry: PutEntry {
+                partition_key: record.partition_key,
+                explicit_hash_key,
+                data: record.data,
+            },
+            members: std::mem::take(&mut open.members),
+            attempts: 0,
+            not_before: Instant::now(),
+        });
+    }
+
+    /// Seals lingered records and sends as many full calls as the in-flight limit allows.
+    fn dispatch(&mut self, closing: bool) {
+        let now = Instant::now();
+        let lingered: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(_, o)| closing || now >= o.opened_at + self.options.linger)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for shard in lingered {
+            self.seal(&shard);
+        }
+        while self.in_flight.len() < self.options.max_in_flight {
+            let batch = self.take_batch(now);
+            if batch.is_empty() {
+                break;
+            }
+            let writer = self.writer.clone();
+            self.in_flight.spawn(async move {
+                let entries: Vec<PutEntry> = batch.iter().map(|e| e.entry.clone()).collect();
+                let started = Instant::now();
+                let result = writer.put(&entries).await;
+                PutCall {
+                    entries: batch,
+                    result,
+                    took: started.elapsed(),
+                }
+            });
+        }
+    }
+
+    /// Takes due entries up to the API limits, leaving entries still in backoff.
+    fn take_batch(&mut self, now: Instant) -> Vec<ReadyEntry> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let mut waiting = VecDeque::new();
+        while let Some(entry) = self.ready.pop_front() {
+            let size = entry.entry.data.len() + entry.entry.partition_key.len();
+            if entry.not_before > now {
+                waiting.push_back(entry);
+            } else if batch.len() == MAX_ENTRIES_PER_PUT || bytes + size > MAX_BYTES_PER_PUT {
+                self.ready.push_front(entry);
+                break;
+            } else {
+                bytes += size;
+                batch.push(entry);
+            }
+        }
+        waiting.append(&mut self.ready);
+        self.ready = waiting;
+        batch
+    }
+
+    fn settle(
+        &mut self,
+        PutCall {
+            entries,
+            result,
+            took,
+        }: PutCall,
+    ) {
+        self.metrics.put_finished(took, result.is_ok());
+        let outcomes = match result {
+            Ok(outcomes) if outcomes.len() == entries.len() => {
+                self.healthy.store(true, Ordering::Relaxed);
+                outcomes
+            }
+            Ok(outcomes) => {
+                tracing::error!(
+                    sent = entries.len(),
+                    answered = outcomes.len(),
+                    "stream answered a different number of entries; re-sending all"
+                );
+                entries.into_iter().for_each(|e| self.retry(e, false));
+                return;
+            }
+            Err(e) => {
+                let throttled = matches!(e, StreamError::Throttled(_));
+                if !throttled {
+                    self.healthy.store(false, Ordering::Relaxed);
+                }
+                tracing::warn!(error = %e, entries = entries.len(), "put failed; will retry");
+                entries
+                    .into_iter()
+                    .for_each(|entry| self.retry(entry, throttled));
+                return;
+            }
+        };
+        for (entry, outcome) in entries.into_iter().zip(outcomes) {
+            match outcome {
+                PutOutcome::Accepted { shard_id, .. } => {
+                    if let Some(expected) = entry.entry.explicit_hash_key
+                        && let Some(map) = &self.shard_map
+                        && map.shard_for(expected).is_some_and(|s| s.id != shard_id)
+                    {
+                        // A reshard moved the range: look again before the next record.
+                        self.shard_map = None;
+                    }
+                    self.metrics
+                        .record_put(entry.entry.data.len() + entry.entry.partition_key.len());
+                    for member in &entry.members {
+                        member.ack.accepted(member.records);
+                    }
+                }
+                PutOutcome::Failed {
+                    retryable: true,
+                    code,
+                    ..
+                } => {
+                    let throttled = code.contains("Throughput") || code.contains("Throttl");
+                    self.retry(entry, throttled);
+                }
+                PutOutcome::Failed {
+                    retryable: false,
+                    code,
+                    message,
+                } => {
+                    tracing::error!(%code, %message, "stream refused a record");
+                    let error = ProduceError::Refused(format!("{code}: {message}"));
+                    for member in &entry.members {
+                        member.ack.settle(Err(error.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn retry(&mut self, mut entry: ReadyEntry, throttled: bool) {
+        entry.attempts += 1;
+        self.metrics.put_retried(throttled);
+        let exp = RETRY_BASE
+            .saturating_mul(1 << entry.attempts.min(7))
+            .min(RETRY_MAX);
+        let jitter = rand::rng().random_range(0.5..1.0);
+        entry.not_before = Instant::now() + exp.mul_f64(jitter);
+        self.ready.push_back(entry);
+    }
+}
+
+fn push_member(members: &mut Vec<Member>, ack: &Arc<Pending>) {
+    match members.last_mut() {
+        Some(last) if Arc::ptr_eq(&last.ack, ack) => last.records += 1,
+        _ => members.push(Member {
+            ack: ack.clone(),
+            records: 1,
+        }),
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Bytes a submission of `records` holds in the budget.
+pub fn budget_bytes(records: &[OutgoingRecord]) -> usize {
+    records
+        .iter()
+        .map(|r| r.data.len() + r.partition_key.len())
+        .sum()
+}
