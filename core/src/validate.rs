@@ -422,3 +422,88 @@ fn is_glue_name(s: &str) -> bool {
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../examples/pipelines/acme-video.yaml");
+
+    fn problems(yaml: &str) -> Vec<String> {
+        parse(yaml).unwrap_err().iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn the_contract_example_is_accepted_as_written() {
+        let docs = parse(EXAMPLE).unwrap();
+        let spec = &docs[0].spec;
+        assert_eq!(spec.partner, "acme-video");
+        assert_eq!(spec.source.format, SourceFormat::Json);
+        assert_eq!(spec.receiver.replicas.max, 20);
+        assert_eq!(spec.receiver.target_cpu_utilization_percentage, 70);
+        assert_eq!(spec.stream.shards, Some(2));
+        assert_eq!(spec.deliverer.replicas, DelivererReplicas::Auto);
+        assert_eq!(spec.deliverer.sink.max_file_age.0, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn every_shipped_example_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    #[test]
+    fn every_rule_violation_is_reported_with_its_field() {
+        let yaml = EXAMPLE
+            .replace("partner: acme-video", "partner: Acme_Video")
+            .replace("{min: 2, max: 20}", "{min: 5, max: 2}")
+            .replace("retentionHours: 24", "retentionHours: 1")
+            .replace("maxFileAge: 60s", "maxFileAge: 2h")
+            .replace("eventId: /id", "eventId: id");
+        let found = problems(&yaml);
+        for expected in [
+            "spec.partner: `Acme_Video` must be a DNS label",
+            "spec.receiver.replicas: min (5) must not exceed max (2)",
+            "spec.stream.retentionHours: must be between 24 and 8760",
+            "spec.deliverer.sink.maxFileAge: 2h must be between 1s and 1h",
+            "spec.source.mapping.eventId: `id` must be a JSON pointer",
+        ] {
+            assert!(found.iter().any(|p| p.starts_with(expected)), "missing {expected:?} in {found:#?}");
+        }
+        assert_eq!(found.len(), 5, "{found:#?}");
+    }
+
+    #[test]
+    fn type_errors_name_the_field_path() {
+        let found = problems(&EXAMPLE.replace("format: json", "format: xml"));
+        assert_eq!(found.len(), 1);
+        assert!(found[0].starts_with("spec.source.format: "), "{}", found[0]);
+        assert!(found[0].contains("unknown variant `xml`"), "{}", found[0]);
+        let found = problems(&EXAMPLE.replace("replicas: auto", "replicas: many"));
+        assert!(found[0].starts_with("spec.deliverer.replicas: "), "{}", found[0]);
+        let found = problems(&EXAMPLE.replace("  partner: acme-video\n", "  partner: acme-video\n  colour: red\n"));
+        assert!(found[0].contains("unknown field `colour`"), "{}", found[0]);
+    }
+
+    #[test]
+    fn a_meta_webhook_needs_a_secret() {
+        let yaml = EXAMPLE.replace("format: json", "format: meta-webhook").replace(
+            "    auth:\n      type: hmac-sha256\n      secretRef: {name: acme-video-auth, key: secret}\n",
+            "",
+        );
+        let found = problems(&yaml);
+        assert!(found.iter().any(|p| p.starts_with("spec.source.auth.type: a meta-webhook partner needs a secret")), "{found:#?}");
+    }
+
+    #[test]
+    fn files_report_every_problem_with_the_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, EXAMPLE.replace("{min: 2, max: 20}", "{min: 0, max: 20}")).unwrap();
+        let message = load_file(&path).unwrap_err().to_string();
+        assert_eq!(message, format!("{}: spec.receiver.replicas.min: must be at least 1", path.display()));
+    }
+}
