@@ -34,6 +34,12 @@ pub enum OpenError {
         /// The I/O error.
         source: io::Error,
     },
+    /// Another process has the stream open; two writers would corrupt its logs.
+    #[error("failed to open {}: the stream is in use by another process (is another `adpipe local` running on this lake?)", path.display())]
+    InUse {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// The stream's metadata file is unreadable or describes an impossible layout.
     #[error("failed to read stream metadata {}: {message}", path.display())]
     Metadata {

@@ -55,6 +55,9 @@ struct Inner {
     registry_key: PathBuf,
     shards: Vec<Shard>,
     logs: Vec<ShardLog>,
+    /// An exclusive advisory lock on `{dir}/lock`, held while the stream is open, so a
+    /// second process cannot interleave writes into the same logs.
+    _lock: File,
 }
 
 struct ShardLog {
@@ -175,6 +178,7 @@ impl Inner {
         shards: u32,
         registry_key: PathBuf,
     ) -> Result<Inner, OpenError> {
+        let lock = lock_directory(dir)?;
         let shards = layout::load_or_create(dir, name, shards)?;
         let mut logs = Vec::with_capacity(shards.len());
         for (index, shard) in shards.iter().enumerate() {
@@ -214,6 +218,7 @@ impl Inner {
             });
         }
         Ok(Inner {
+            _lock: lock,
             name: name.to_owned(),
             registry_key,
             shards,
@@ -391,4 +396,42 @@ fn past_end(sequence: &SequenceNumber, shard_id: &str) -> StreamError {
     StreamError::NotFound(format!(
         "sequence number {sequence} is past the last record of {shard_id}"
     ))
+}
+
+/// Takes the stream directory's lock, failing at once when another process holds it.
+fn lock_directory(dir: &Path) -> Result<File, OpenError> {
+    let path = dir.join("lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| OpenError::Io {
+            step: "open",
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::InUse { path }),
+        Err(std::fs::TryLockError::Error(source)) => Err(OpenError::Io {
+            step: "lock",
+            path,
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_of_the_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = lock_directory(dir.path()).unwrap();
+        let err = lock_directory(dir.path()).unwrap_err();
+        assert!(matches!(err, OpenError::InUse { .. }), "{err}");
+        assert!(err.to_string().contains("in use by another process"));
+    }
 }
