@@ -1,0 +1,388 @@
+//! The open batch of one shard: the records read since the last flush, already encoded into
+//! the files they will become.
+//!
+//! ```text
+//! record (seq, events, errors) ─┬─▶ events by Partition::of(received_at) ─▶ one Parquet file each
+//!                               └─▶ errors by date of arrival            ─▶ one .jsonl.gz each
+//! finish ─▶ SealedBatch { range: first..=last record, objects: [(key, body)] }
+//! ```
+//!
+//! Each file is named after the first and last sequence number of the records *it* holds, so
+//! the same range of the shard always yields the same object keys, whatever happened before.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use adpipe_core::event::{AdEvent, EpochMillis};
+use adpipe_core::lake::{FileSpan, Partition, data_key, error_key};
+use adpipe_core::stream::{PendingRange, SequenceNumber};
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use tokio::time::Instant;
+
+use crate::decode::ErrorEntry;
+use crate::error::EncodeError;
+use crate::parquet_file::ParquetFile;
+
+/// Events are handed to the Parquet writer in chunks of this many rows: large enough for
+/// columnar encoding to pay off, small enough that the staged structs stay a few MB.
+const STAGED_ROWS: usize = 8192;
+
+/// What names a batch's files: the lake prefix, the partner and the shard.
+#[derive(Clone, Copy, Debug)]
+pub struct FileNames<'a> {
+    /// `spec.deliverer.sink.prefix`.
+    pub prefix: &'a str,
+    /// `spec.partner`.
+    pub partner: &'a str,
+    /// The shard the batch was read from.
+    pub shard_id: &'a str,
+}
+
+/// The kind of a lake object, for metrics and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// A Parquet file of events.
+    Data,
+    /// A gzipped JSON-lines file of undecodable records.
+    Errors,
+}
+
+impl ObjectKind {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Data => "data",
+            ObjectKind::Errors => "errors",
+        }
+    }
+}
+
+/// One finished file, ready to put.
+#[derive(Clone, Debug)]
+pub struct LakeObject {
+    /// The object key, relative to the bucket or lake root.
+    pub key: String,
+    /// The file's bytes.
+    pub body: Bytes,
+    /// Data or errors.
+    pub kind: ObjectKind,
+    /// Events or error entries in the file.
+    pub rows: usize,
+}
+
+/// A closed batch: the range to checkpoint and the files that hold it.
+#[derive(Debug)]
+pub struct SealedBatch {
+    /// Every record of the batch, first to last.
+    pub range: PendingRange,
+    /// The files, data first, in partition order.
+    pub objects: Vec<LakeObject>,
+    /// How many events the data files hold.
+    pub events: usize,
+}
+
+#[derive(Debug)]
+struct SeqSpan {
+    first: SequenceNumber,
+    last: SequenceNumber,
+}
+
+impl SeqSpan {
+    fn new(sequence: &SequenceNumber) -> SeqSpan {
+        SeqSpan {
+            first: sequence.clone(),
+            last: sequence.clone(),
+        }
+    }
+
+    fn extend(&mut self, sequence: &SequenceNumber) {
+        self.last = sequence.clone();
+    }
+
+    fn file_span<'a>(&'a self, shard_id: &'a str) -> FileSpan<'a> {
+        FileSpan {
+            shard_id,
+            first: &self.first,
+            last: &self.last,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct DataFile {
+    span: SeqSpan,
+    parquet: ParquetFile,
+    staged: Vec<AdEvent>,
+}
+
+impl DataFile {
+    fn write_staged(&mut self) -> Result<(), EncodeError> {
+        self.parquet.write(&self.staged)?;
+        self.staged.clear();
+        Ok(())
+    }
+}
+
+struct ErrorFile {
+    span: SeqSpan,
+    partition: Partition,
+    gzip: GzEncoder<Vec<u8>>,
+    entries: usize,
+}
+
+impl std::fmt::Debug for ErrorFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ErrorFile")
+            .field("span", &self.span)
+            .field("entries", &self.entries)
+            .finish()
+    }
+}
+
+/// Records read since the last flush, grouped into the files they will become.
+#[derive(Debug, Default)]
+pub struct Batch {
+    opened_at: Option<Instant>,
+    range: Option<SeqSpan>,
+    data: BTreeMap<Partition, DataFile>,
+    errors: BTreeMap<String, ErrorFile>,
+    events: usize,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// When the first record was added.
+    pub fn opened_at(&self) -> Option<Instant> {
+        self.opened_at
+    }
+
+    /// Adds one stream record: its events and its error entries (either may be empty; the
+    /// record still counts towards the batch's range).
+    pub fn add(
+        &mut self,
+        sequence: &SequenceNumber,
+        arrived_at: EpochMillis,
+        events: Vec<AdEvent>,
+        errors: &[ErrorEntry],
+    ) -> Result<(), EncodeError> {
+        self.opened_at.get_or_insert_with(Instant::now);
+        match &mut self.range {
+            Some(range) => range.extend(sequence),
+            None => self.range = Some(SeqSpan::new(sequence)),
+        }
+        self.events += events.len();
+        for event in events {
+            let partition = Partition::of(event.received_at);
+            let file = match self.data.entry(partition) {
+                std::collections::btree_map::Entry::Occupied(file) => {
+                    let file = file.into_mut();
+                    file.span.extend(sequence);
+                    file
+                }
+                std::collections::btree_map::Entry::Vacant(slot) => slot.insert(DataFile {
+                    span: SeqSpan::new(sequence),
+                    parquet: ParquetFile::new()?,
+                    staged: Vec::new(),
+                }),
+            };
+            file.staged.push(event);
+            if file.staged.len() >= STAGED_ROWS {
+                file.write_staged()?;
+            }
+        }
+        if !errors.is_empty() {
+            let partition = Partition::of(arrived_at);
+            let file = self
+                .errors
+                .entry(partition.date())
+                .or_insert_with(|| ErrorFile {
+                    span: SeqSpan::new(sequence),
+                    partition,
+                    gzip: GzEncoder::new(Vec::new(), Compression::default()),
+                    entries: 0,
+                });
+            file.span.extend(sequence);
+            for entry in errors {
+                serde_json::to_writer(&mut file.gzip, entry)?;
+                file.gzip.write_all(b"\n")?;
+                file.entries += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes every staged event, so that [`Batch::estimated_size`] counts it.
+    pub fn write_staged(&mut self) -> Result<(), EncodeError> {
+        self.data.values_mut().try_for_each(DataFile::write_staged)
+    }
+
+    /// The encoded size of every file of the batch so far (staged events not included).
+    pub fn estimated_size(&self) -> u64 {
+        let data: usize = self.data.values().map(|f| f.parquet.estimated_size()).sum();
+        let errors: usize = self.errors.values().map(|f| f.gzip.get_ref().len()).sum();
+        (data + errors) as u64
+    }
+
+    /// Closes every file; `None` when no record was added.
+    pub fn finish(self, names: FileNames<'_>) -> Result<Option<SealedBatch>, EncodeError> {
+        let Some(range) = self.range else {
+            return Ok(None);
+        };
+        let mut objects = Vec::with_capacity(self.data.len() + self.errors.len());
+        for (partition, mut file) in self.data {
+            file.write_staged()?;
+            let span = file.span.file_span(names.shard_id);
+            objects.push(LakeObject {
+                key: data_key(names.prefix, names.partner, partition, &span),
+                rows: file.parquet.rows(),
+                body: file.parquet.finish()?,
+                kind: ObjectKind::Data,
+            });
+        }
+        for file in self.errors.into_values() {
+            let span = file.span.file_span(names.shard_id);
+            objects.push(LakeObject {
+                key: error_key(names.prefix, names.partner, file.partition, &span),
+                rows: file.entries,
+                body: Bytes::from(file.gzip.finish()?),
+                kind: ObjectKind::Errors,
+            });
+        }
+        Ok(Some(SealedBatch {
+            range: PendingRange {
+                first: range.first,
+                last: range.last,
+            },
+            objects,
+            events: self.events,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+    use crate::decode::ErrorCategory;
+
+    // 2026-11-28T13:59:59.999Z
+    const LAST_MS_OF_13H: i64 = 1_795_874_399_999;
+
+    const NAMES: FileNames<'static> = FileNames {
+        prefix: "events",
+        partner: "acme-video",
+        shard_id: "shardId-000000000001",
+    };
+
+    fn event(id: &str, received_at: i64) -> AdEvent {
+        AdEvent {
+            event_id: id.into(),
+            received_at: EpochMillis(received_at),
+            ..AdEvent::default()
+        }
+    }
+
+    fn seq(n: u64) -> SequenceNumber {
+        SequenceNumber::from_u64(n)
+    }
+
+    #[test]
+    fn an_hour_boundary_splits_the_batch_into_one_file_per_partition() {
+        let mut batch = Batch::new();
+        let t = EpochMillis(LAST_MS_OF_13H);
+        batch
+            .add(&seq(10), t, vec![event("a", LAST_MS_OF_13H)], &[])
+            .unwrap();
+        batch
+            .add(&seq(11), t, vec![event("b", LAST_MS_OF_13H + 1)], &[])
+            .unwrap();
+        batch
+            .add(&seq(12), t, vec![event("c", LAST_MS_OF_13H)], &[])
+            .unwrap();
+        batch.add(&seq(13), t, vec![], &[]).unwrap();
+        assert!(batch.opened_at().is_some());
+
+        let sealed = batch.finish(NAMES).unwrap().unwrap();
+        assert_eq!(
+            sealed.range,
+            PendingRange {
+                first: seq(10),
+                last: seq(13)
+            }
+        );
+        assert_eq!(sealed.events, 3);
+        let keys: Vec<(&str, usize)> = sealed
+            .objects
+            .iter()
+            .map(|o| (o.key.as_str(), o.rows))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (
+                    "events/partner=acme-video/dt=2026-11-28/hour=13/shardId-000000000001-10-12.parquet",
+                    2
+                ),
+                (
+                    "events/partner=acme-video/dt=2026-11-28/hour=14/shardId-000000000001-11-11.parquet",
+                    1
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn error_entries_go_to_a_gzipped_json_lines_file_by_date() {
+        let entry = ErrorEntry {
+            shard_id: NAMES.shard_id.into(),
+            sequence: "7".into(),
+            sub_sequence: Some(2),
+            partition_key: "pk".into(),
+            reason: "failed to parse JSON".into(),
+            arrived_at: EpochMillis(LAST_MS_OF_13H),
+            data_base64: "eA==".into(),
+            category: ErrorCategory::NotJson,
+        };
+        let mut batch = Batch::new();
+        batch
+            .add(
+                &seq(7),
+                EpochMillis(LAST_MS_OF_13H),
+                vec![],
+                &[entry.clone(), entry],
+            )
+            .unwrap();
+        let sealed = batch.finish(NAMES).unwrap().unwrap();
+        let [object] = &sealed.objects[..] else {
+            panic!("expected one object, got {:?}", sealed.objects)
+        };
+        assert_eq!(
+            object.key,
+            "events/_errors/partner=acme-video/dt=2026-11-28/shardId-000000000001-7-7.jsonl.gz"
+        );
+        assert_eq!(object.kind, ObjectKind::Errors);
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&object.body[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["reason"], "failed to parse JSON");
+        assert_eq!(lines[0]["sub_sequence"], 2);
+    }
+
+    #[test]
+    fn an_empty_batch_has_nothing_to_write() {
+        assert!(Batch::new().finish(NAMES).unwrap().is_none());
+    }
+}

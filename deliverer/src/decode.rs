@@ -1,0 +1,373 @@
+//! One stream record → standard ad events, and error entries for what cannot be decoded.
+//!
+//! ```text
+//! StreamRecord ─▶ kpl::deaggregate ─▶ user records ─▶ JSON object ─▶ defaults ─▶ AdEvent
+//!                      │ bad KPL                         │ not JSON / wrong types
+//!                      ▼                                 ▼
+//!                 ErrorEntry (whole record)         ErrorEntry (that user record)
+//! ```
+//!
+//! Other producers may write the stream too, so decoding is lenient: unknown keys are
+//! ignored, nulls count as absent, non-standard event types are kept, and missing
+//! `received_at`, `event_time`, `partner`, `event_type` and `event_id` are filled in. A
+//! generated `event_id` is derived from the record's position (shard, sequence, index), never
+//! random, so that replaying a range after a crash rewrites identical files.
+
+use adpipe_core::event::{AdEvent, EpochMillis, EventType};
+use adpipe_core::kpl;
+use adpipe_core::stream::StreamRecord;
+use base64::Engine;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// What one stream record turned into.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// The events, in user record order.
+    pub events: Vec<AdEvent>,
+    /// The user records (or the whole record) that could not be decoded.
+    pub errors: Vec<ErrorEntry>,
+    /// How many user records the record held (0 when it could not be de-aggregated).
+    pub user_records: usize,
+}
+
+/// Why something could not be decoded: a fixed set, used as a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCategory {
+    /// The KPL envelope is broken; the category of [`kpl::DecodeError`].
+    Kpl(&'static str),
+    /// The user record is not JSON.
+    NotJson,
+    /// The JSON is not an event: not an object, or a field of the wrong type.
+    Schema,
+}
+
+impl ErrorCategory {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCategory::Kpl(category) => category,
+            ErrorCategory::NotJson => "not_json",
+            ErrorCategory::Schema => "schema",
+        }
+    }
+}
+
+/// One line of an error file: enough to find the record on the stream and to replay it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ErrorEntry {
+    /// The shard the record was read from.
+    pub shard_id: String,
+    /// The record's sequence number.
+    pub sequence: String,
+    /// The user record's index in its aggregate; absent when the whole record failed.
+    pub sub_sequence: Option<usize>,
+    /// The (user) record's partition key.
+    pub partition_key: String,
+    /// What went wrong.
+    pub reason: String,
+    /// When the stream accepted the record (decides the error file's date).
+    pub arrived_at: EpochMillis,
+    /// The undecodable bytes.
+    pub data_base64: String,
+    /// The reason's category, for metrics.
+    #[serde(skip)]
+    pub category: ErrorCategory,
+}
+
+/// Decodes `record`, read from `shard_id` of `partner`'s stream.
+pub fn decode(shard_id: &str, partner: &str, record: &StreamRecord) -> Decoded {
+    let user_records = match kpl::deaggregate(&record.data, &record.partition_key) {
+        Ok(user_records) => user_records,
+        Err(e) => {
+            let entry = error_entry(
+                shard_id,
+                record,
+                None,
+                &record.partition_key,
+                &record.data,
+                ErrorCategory::Kpl(e.category()),
+                e.to_string(),
+            );
+            return Decoded {
+                errors: vec![entry],
+                ..Decoded::default()
+            };
+        }
+    };
+    let mut decoded = Decoded {
+        user_records: user_records.len(),
+        ..Decoded::default()
+    };
+    for (index, user) in user_records.iter().enumerate() {
+        match parse_event(shard_id, partner, record, index, &user.data) {
+            Ok(event) => decoded.events.push(event),
+            Err((category, reason)) => decoded.errors.push(error_entry(
+                shard_id,
+                record,
+                Some(index),
+                &user.partition_key,
+                &user.data,
+                category,
+                reason,
+            )),
+        }
+    }
+    decoded
+}
+
+fn error_entry(
+    shard_id: &str,
+    record: &StreamRecord,
+    sub_sequence: Option<usize>,
+    partition_key: &str,
+    data: &[u8],
+    category: ErrorCategory,
+    reason: String,
+) -> ErrorEntry {
+    ErrorEntry {
+        shard_id: shard_id.to_owned(),
+        sequence: record.sequence.to_string(),
+        sub_sequence,
+        partition_key: partition_key.to_owned(),
+        reason,
+        arrived_at: record.arrived_at,
+        data_base64: base64::engine::general_purpose::STANDARD.encode(data),
+        category,
+    }
+}
+
+fn parse_event(
+    shard_id: &str,
+    partner: &str,
+    record: &StreamRecord,
+    index: usize,
+    data: &[u8],
+) -> Result<AdEvent, (ErrorCategory, String)> {
+    let value: Value = serde_json::from_slice(data)
+        .map_err(|e| (ErrorCategory::NotJson, format!("failed to parse JSON: {e}")))?;
+    let Value::Object(mut fields) = value else {
+        return Err((
+            ErrorCategory::Schema,
+            format!("failed to read event: expected a JSON object, found {value}"),
+        ));
+    };
+    fields.retain(|_, v| !v.is_null());
+    fields.retain(|k, v| !(matches!(k.as_str(), "event_id" | "partner") && v == ""));
+    let received_at = fields
+        .entry("received_at")
+        .or_insert_with(|| record.arrived_at.0.into())
+        .clone();
+    fields.entry("event_time").or_insert(received_at);
+    fields
+        .entry("partner")
+        .or_insert_with(|| partner.to_owned().into());
+    fields
+        .entry("event_type")
+        .or_insert_with(|| EventType::Custom.as_str().into());
+    fields.entry("event_id").or_insert_with(|| {
+        derived_event_id(shard_id, record.sequence.as_str(), index, record.arrived_at).into()
+    });
+    if let Some(Value::Object(attributes)) = fields.get_mut("attributes") {
+        stringify_values(attributes);
+    }
+    serde_path_to_error::deserialize(Value::Object(fields)).map_err(|e| {
+        (
+            ErrorCategory::Schema,
+            format!("failed to read event field `{}`: {}", e.path(), e.inner()),
+        )
+    })
+}
+
+/// Attributes are strings in the lake; other producers may send numbers or booleans, which
+/// keep their JSON text. Nulls are dropped.
+fn stringify_values(attributes: &mut Map<String, Value>) {
+    attributes.retain(|_, v| !v.is_null());
+    for value in attributes.values_mut() {
+        if !value.is_string() {
+            *value = Value::String(value.to_string());
+        }
+    }
+}
+
+/// A UUIDv7 whose time is the record's arrival and whose "random" bits are a digest of the
+/// record's position: unique per user record, sortable like the receiver's ids, and the same
+/// on every replay.
+fn derived_event_id(
+    shard_id: &str,
+    sequence: &str,
+    index: usize,
+    arrived_at: EpochMillis,
+) -> String {
+    let digest = Sha256::new()
+        .chain_update(shard_id)
+        .chain_update([0])
+        .chain_update(sequence)
+        .chain_update([0])
+        .chain_update(index.to_be_bytes())
+        .finalize();
+    let mut bits = [0u8; 10];
+    bits.copy_from_slice(&digest[..10]);
+    let millis = u64::try_from(arrived_at.0).unwrap_or_default();
+    uuid::Builder::from_unix_timestamp_millis(millis, &bits)
+        .into_uuid()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use adpipe_core::event::EventTypeField;
+    use adpipe_core::stream::SequenceNumber;
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn record(seq: u64, data: impl Into<Bytes>) -> StreamRecord {
+        StreamRecord {
+            sequence: SequenceNumber::from_u64(seq),
+            partition_key: "pk".into(),
+            data: data.into(),
+            arrived_at: EpochMillis(1_795_871_100_000),
+        }
+    }
+
+    fn aggregate(bodies: &[&[u8]]) -> Bytes {
+        let mut agg = kpl::Aggregator::new(kpl::MAX_RECORD_BYTES);
+        for body in bodies {
+            agg.try_add("session-1", body).unwrap();
+        }
+        agg.finish().unwrap().data
+    }
+
+    #[test]
+    fn plain_json_records_become_one_event_with_defaults_filled() {
+        let decoded = decode(
+            "shardId-0",
+            "acme-video",
+            &record(
+                7,
+                r#"{"event_type":"click","campaign_id":"c","extra":{"x":1}}"#,
+            ),
+        );
+        assert!(decoded.errors.is_empty());
+        let event = &decoded.events[0];
+        assert_eq!(event.partner, "acme-video");
+        assert_eq!(event.event_type, EventType::Click.into());
+        assert_eq!(event.received_at, EpochMillis(1_795_871_100_000));
+        assert_eq!(event.event_time, event.received_at);
+        assert_eq!(event.campaign_id.as_deref(), Some("c"));
+        let id = uuid::Uuid::parse_str(&event.event_id).unwrap();
+        assert_eq!(id.get_version_num(), 7);
+        let again = decode(
+            "shardId-0",
+            "acme-video",
+            &record(7, r#"{"event_type":"click"}"#),
+        );
+        assert_eq!(again.events[0].event_id, event.event_id, "ids are stable");
+        let other = decode(
+            "shardId-0",
+            "acme-video",
+            &record(8, r#"{"event_type":"click"}"#),
+        );
+        assert_ne!(other.events[0].event_id, event.event_id);
+    }
+
+    #[test]
+    fn aggregated_records_keep_what_the_producer_wrote() {
+        let full = br#"{"event_id":"e1","partner":"other","event_type":"heartbeat","event_time":5,"received_at":6,"ip":null,"price_micros":9,"attributes":{"a":"x","n":3,"b":true,"z":null}}"#;
+        let decoded = decode(
+            "shardId-0",
+            "acme-video",
+            &record(1, aggregate(&[full, br#"{"event_type":"impression"}"#])),
+        );
+        assert_eq!(decoded.user_records, 2);
+        let [first, second] = &decoded.events[..] else {
+            panic!("expected two events, got {:?}", decoded.events)
+        };
+        assert_eq!(first.event_id, "e1");
+        assert_eq!(first.partner, "other");
+        assert_eq!(first.event_type, EventTypeField::Other("heartbeat".into()));
+        assert_eq!(
+            (first.event_time, first.received_at),
+            (EpochMillis(5), EpochMillis(6))
+        );
+        assert_eq!(first.ip, None);
+        assert_eq!(first.price_micros, Some(9));
+        assert_eq!(
+            first
+                .attributes
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+            ["a=x", "b=true", "n=3"]
+        );
+        assert_ne!(second.event_id, first.event_id);
+        assert_eq!(second.partner, "acme-video");
+    }
+
+    #[test]
+    fn undecodable_user_records_become_error_entries_beside_good_ones() {
+        let decoded = decode(
+            "shardId-0",
+            "acme-video",
+            &record(
+                3,
+                aggregate(&[b"not json", br#"{"event_time":"yesterday"}"#, b"[1]", b"{}"]),
+            ),
+        );
+        assert_eq!(decoded.events.len(), 1);
+        let reasons: Vec<(Option<usize>, &str, &str)> = decoded
+            .errors
+            .iter()
+            .map(|e| (e.sub_sequence, e.category.as_str(), e.reason.as_str()))
+            .collect();
+        assert_eq!(reasons[0].0, Some(0));
+        assert_eq!(reasons[0].1, "not_json");
+        assert_eq!(reasons[1].1, "schema");
+        assert!(reasons[1].2.contains("event_time"), "{}", reasons[1].2);
+        assert_eq!(reasons[2].1, "schema");
+        let entry = &decoded.errors[0];
+        assert_eq!(
+            (
+                entry.shard_id.as_str(),
+                entry.sequence.as_str(),
+                entry.partition_key.as_str()
+            ),
+            ("shardId-0", "3", "session-1")
+        );
+        assert_eq!(entry.data_base64, "bm90IGpzb24=");
+    }
+
+    #[test]
+    fn a_broken_kpl_record_is_one_error_entry() {
+        let mut data = aggregate(&[b"{}"]).to_vec();
+        let last = data.len() - 1;
+        data[last] ^= 0xff;
+        let decoded = decode("shardId-0", "acme-video", &record(4, data));
+        assert!(decoded.events.is_empty());
+        let entry = &decoded.errors[0];
+        assert_eq!(entry.category.as_str(), "checksum");
+        assert_eq!(entry.sub_sequence, None);
+        let line = serde_json::to_value(entry).unwrap();
+        let mut keys: Vec<&str> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "arrived_at",
+                "data_base64",
+                "partition_key",
+                "reason",
+                "sequence",
+                "shard_id",
+                "sub_sequence"
+            ]
+        );
+    }
+}

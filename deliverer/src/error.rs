@@ -1,0 +1,91 @@
+//! The deliverer's errors: one enum for what stops a shard worker (it is then restarted from
+//! its checkpoint) and one for what stops the deliverer as a whole.
+
+use adpipe_core::stream::StreamError;
+
+/// Why a shard worker stopped before shutdown. The supervisor logs it and restarts the worker
+/// from its checkpoint, so none of these loses data.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The shard's checkpoint could not be read.
+    #[error("failed to load the checkpoint of shard {shard}: {source}")]
+    LoadCheckpoint {
+        /// The shard id.
+        shard: String,
+        /// The store's error.
+        source: StreamError,
+    },
+    /// The range about to be written could not be recorded.
+    #[error("failed to record pending range {first}..={last} of shard {shard}: {source}")]
+    BeginRange {
+        /// The shard id.
+        shard: String,
+        /// First sequence number of the range.
+        first: String,
+        /// Last sequence number of the range.
+        last: String,
+        /// The store's error.
+        source: StreamError,
+    },
+    /// Written files could not be checkpointed.
+    #[error("failed to commit shard {shard} up to {last}: {source}")]
+    Commit {
+        /// The shard id.
+        shard: String,
+        /// The sequence number that was to be committed.
+        last: String,
+        /// The store's error.
+        source: StreamError,
+    },
+    /// The shard could not be read (throttling and unavailability are retried in place;
+    /// this is everything else).
+    #[error("failed to read shard {shard}: {source}")]
+    Read {
+        /// The shard id.
+        shard: String,
+        /// The stream's error.
+        source: StreamError,
+    },
+    /// A batch could not be encoded into files.
+    #[error("failed to encode a batch of shard {shard}: {source}")]
+    Encode {
+        /// The shard id.
+        shard: String,
+        /// What the encoder said.
+        source: EncodeError,
+    },
+}
+
+/// Why a batch could not be turned into file bodies.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The Parquet writer failed.
+    #[error("failed to write Parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// An Arrow column could not be built.
+    #[error("failed to build Arrow columns: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// The error file could not be compressed.
+    #[error("failed to compress the error file: {0}")]
+    Gzip(#[from] std::io::Error),
+    /// An error entry could not be serialised.
+    #[error("failed to serialise an error entry: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Why the deliverer cannot start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum DelivererError {
+    /// The metrics could not be registered (e.g. a second deliverer for the same partner on
+    /// one registry).
+    #[error("failed to register deliverer metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A shard worker's task panicked.
+    #[error("failed to run the worker of shard {shard}: {source}")]
+    WorkerTask {
+        /// The shard id.
+        shard: String,
+        /// The join error.
+        source: tokio::task::JoinError,
+    },
+}
