@@ -1,1 +1,20 @@
-fn main() {}
+//! `adpipe`: run every pipeline on one machine, or check pipeline files.
+
+mod args;
+mod local;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(&cli.log);
+    match cli.command {
+        Command::Local(args) => local::main(args),
+        Command::Validate(args) => args::validate(&args),
+    }
+}

@@ -1,4 +1,3 @@
-#![cfg(feature = "external-tests")]
 //! The KPL codec against a reader and writer no one here wrote: the Python `aws-kinesis-agg`
 //! package, driven by `tests/python/kpl_interop.py` in the virtualenv that
 //! `scripts/python-env.sh` builds.
@@ -7,6 +6,9 @@
 //! Aggregator ─▶ JSON lines ─▶ aws_kinesis_agg.deaggregator ─▶ JSON ─▶ compare with the input
 //! aws_kinesis_agg.aggregator ─▶ JSON lines (aggregates + their user records) ─▶ deaggregate
 //! ```
+#![cfg(feature = "external-tests")]
+// Test code: a panic is a failed assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -167,7 +167,10 @@ pub struct ReceiverSpec {
     #[serde(default)]
     pub replicas: ReplicaRange,
     /// Average CPU utilisation the autoscaler aims for, in percent of the request.
-    #[serde(default = "default_target_cpu", rename = "targetCPUUtilizationPercentage")]
+    #[serde(
+        default = "default_target_cpu",
+        rename = "targetCPUUtilizationPercentage"
+    )]
     pub target_cpu_utilization_percentage: u32,
     /// Largest accepted request body; larger bodies get `413`.
     #[serde(default = "default_max_body_bytes")]

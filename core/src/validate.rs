@@ -430,7 +430,11 @@ mod tests {
     const EXAMPLE: &str = include_str!("../../examples/pipelines/acme-video.yaml");
 
     fn problems(yaml: &str) -> Vec<String> {
-        parse(yaml).unwrap_err().iter().map(ToString::to_string).collect()
+        parse(yaml)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     #[test]
@@ -471,7 +475,10 @@ mod tests {
             "spec.deliverer.sink.maxFileAge: 2h must be between 1s and 1h",
             "spec.source.mapping.eventId: `id` must be a JSON pointer",
         ] {
-            assert!(found.iter().any(|p| p.starts_with(expected)), "missing {expected:?} in {found:#?}");
+            assert!(
+                found.iter().any(|p| p.starts_with(expected)),
+                "missing {expected:?} in {found:#?}"
+            );
         }
         assert_eq!(found.len(), 5, "{found:#?}");
     }
@@ -483,8 +490,15 @@ mod tests {
         assert!(found[0].starts_with("spec.source.format: "), "{}", found[0]);
         assert!(found[0].contains("unknown variant `xml`"), "{}", found[0]);
         let found = problems(&EXAMPLE.replace("replicas: auto", "replicas: many"));
-        assert!(found[0].starts_with("spec.deliverer.replicas: "), "{}", found[0]);
-        let found = problems(&EXAMPLE.replace("  partner: acme-video\n", "  partner: acme-video\n  colour: red\n"));
+        assert!(
+            found[0].starts_with("spec.deliverer.replicas: "),
+            "{}",
+            found[0]
+        );
+        let found = problems(&EXAMPLE.replace(
+            "  partner: acme-video\n",
+            "  partner: acme-video\n  colour: red\n",
+        ));
         assert!(found[0].contains("unknown field `colour`"), "{}", found[0]);
     }
 
@@ -495,15 +509,31 @@ mod tests {
             "",
         );
         let found = problems(&yaml);
-        assert!(found.iter().any(|p| p.starts_with("spec.source.auth.type: a meta-webhook partner needs a secret")), "{found:#?}");
+        assert!(
+            found
+                .iter()
+                .any(|p| p
+                    .starts_with("spec.source.auth.type: a meta-webhook partner needs a secret")),
+            "{found:#?}"
+        );
     }
 
     #[test]
     fn files_report_every_problem_with_the_file_name() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.yaml");
-        std::fs::write(&path, EXAMPLE.replace("{min: 2, max: 20}", "{min: 0, max: 20}")).unwrap();
+        std::fs::write(
+            &path,
+            EXAMPLE.replace("{min: 2, max: 20}", "{min: 0, max: 20}"),
+        )
+        .unwrap();
         let message = load_file(&path).unwrap_err().to_string();
-        assert_eq!(message, format!("{}: spec.receiver.replicas.min: must be at least 1", path.display()));
+        assert_eq!(
+            message,
+            format!(
+                "{}: spec.receiver.replicas.min: must be at least 1",
+                path.display()
+            )
+        );
     }
 }

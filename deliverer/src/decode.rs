@@ -9,7 +9,9 @@
 //!
 //! Other producers may write the stream too, so decoding is lenient: unknown keys are
 //! ignored, nulls count as absent, non-standard event types are kept, and missing
-//! `received_at`, `event_time`, `partner`, `event_type` and `event_id` are filled in. A
+//! `received_at`, `event_time`, `event_type` and `event_id` are filled in. `partner` is
+//! always the pipeline's: the stream belongs to one partner, and a row must agree with the
+//! `partner=` partition it lands in. A
 //! generated `event_id` is derived from the record's position (shard, sequence, index), never
 //! random, so that replaying a range after a crash rewrites identical files.
 
@@ -154,15 +156,13 @@ fn parse_event(
         ));
     };
     fields.retain(|_, v| !v.is_null());
-    fields.retain(|k, v| !(matches!(k.as_str(), "event_id" | "partner") && v == ""));
+    fields.retain(|k, v| !(k == "event_id" && v == ""));
     let received_at = fields
         .entry("received_at")
         .or_insert_with(|| record.arrived_at.0.into())
         .clone();
     fields.entry("event_time").or_insert(received_at);
-    fields
-        .entry("partner")
-        .or_insert_with(|| partner.to_owned().into());
+    fields.insert("partner".to_owned(), partner.to_owned().into());
     fields
         .entry("event_type")
         .or_insert_with(|| EventType::Custom.as_str().into());
@@ -286,7 +286,7 @@ mod tests {
             panic!("expected two events, got {:?}", decoded.events)
         };
         assert_eq!(first.event_id, "e1");
-        assert_eq!(first.partner, "other");
+        assert_eq!(first.partner, "acme-video", "the pipeline's partner wins");
         assert_eq!(first.event_type, EventTypeField::Other("heartbeat".into()));
         assert_eq!(
             (first.event_time, first.received_at),

@@ -17,10 +17,10 @@
 //! the traits of [`adpipe_core::stream`] and [`adpipe_core::sink`].
 
 mod batch;
-mod decode;
+pub mod decode;
 mod error;
 mod metrics;
-mod parquet_file;
+pub mod parquet_file;
 mod supervisor;
 #[cfg(test)]
 mod testing;
@@ -64,6 +64,10 @@ pub struct DelivererOptions {
     pub idle_poll: Duration,
     /// Records asked for per read; [`DEFAULT_READ_LIMIT`] by default.
     pub read_limit: usize,
+    /// On shutdown, read each shard until caught up before the last flush, so everything
+    /// the stream holds is in the lake when `run` returns (`adpipe local`'s Ctrl-C). Off
+    /// in a consumer group, where the next owner carries on and a quick hand-off matters.
+    pub drain_on_shutdown: bool,
 }
 
 impl Default for DelivererOptions {
@@ -72,6 +76,7 @@ impl Default for DelivererOptions {
             flush_interval: None,
             idle_poll: DEFAULT_IDLE_POLL,
             read_limit: DEFAULT_READ_LIMIT,
+            drain_on_shutdown: false,
         }
     }
 }
@@ -110,6 +115,7 @@ impl Deliverer {
             max_file_bytes: sink_spec.max_file_bytes,
             idle_poll: options.idle_poll,
             read_limit: options.read_limit.max(1),
+            drain_on_shutdown: options.drain_on_shutdown,
         };
         let metrics = DelivererMetrics::register(registry, &spec.partner)?;
         Ok(Deliverer {

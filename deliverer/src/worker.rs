@@ -54,6 +54,8 @@ pub(crate) struct Settings {
     pub(crate) idle_poll: Duration,
     /// Records asked for per read.
     pub(crate) read_limit: usize,
+    /// Read to the tip before the last flush on shutdown.
+    pub(crate) drain_on_shutdown: bool,
 }
 
 /// What every worker of a deliverer shares.
@@ -179,6 +181,9 @@ impl Worker<'_> {
                 return Ok(ShardOutcome::Stopped);
             }
             if self.shutdown.is_cancelled() {
+                if settings.drain_on_shutdown {
+                    batch = self.drain(batch).await?;
+                }
                 self.flush(batch, None, false).await?;
                 return Ok(ShardOutcome::Stopped);
             }
@@ -196,6 +201,26 @@ impl Worker<'_> {
             }
             if read.records.is_empty() {
                 self.pause(settings.idle_poll, deadline).await;
+            }
+        }
+    }
+
+    /// Reads until the shard has nothing more, flushing full batches on the way; gives
+    /// back the last, partial batch. A failing read ends the drain: what it could not
+    /// read stays in the stream for the next start.
+    async fn drain(&mut self, mut batch: Batch) -> Result<Batch, WorkerError> {
+        loop {
+            let Some(read) = self.read(None).await? else {
+                return Ok(batch);
+            };
+            if read.records.is_empty() {
+                return Ok(batch);
+            }
+            self.add(&mut batch, &read.records)?;
+            if batch.estimated_size() >= self.ctx.settings.max_file_bytes
+                && !self.flush(std::mem::take(&mut batch), None, false).await?
+            {
+                return Ok(Batch::new());
             }
         }
     }

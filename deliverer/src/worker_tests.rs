@@ -39,6 +39,7 @@ fn settings() -> Settings {
         max_file_bytes: 128 * 1024 * 1024,
         idle_poll: Duration::from_millis(200),
         read_limit: 10,
+        drain_on_shutdown: false,
     }
 }
 
@@ -297,6 +298,45 @@ async fn an_open_shard_flushes_by_age_and_on_shutdown() {
     assert_eq!(checkpoint.committed, Some(last));
     assert!(!checkpoint.finished);
     assert_eq!(event_id_counts(&h.sink.objects()).len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn draining_on_shutdown_lands_everything_the_shard_holds() {
+    let stream = FakeStream::new(&[(SHARD, true)]);
+    for i in 0..25 {
+        stream.push(SHARD, event_json(&format!("d{i}"), BEFORE_14H), BEFORE_14H);
+    }
+    let stop = CancellationToken::new();
+    stop.cancel();
+    let drained = harness(
+        stream,
+        Settings {
+            drain_on_shutdown: true,
+            ..settings()
+        },
+        no_enrichment(),
+    );
+    assert_eq!(
+        run_shard(&drained.ctx, SHARD, &stop).await.unwrap(),
+        ShardOutcome::Stopped
+    );
+    assert_eq!(
+        event_id_counts(&drained.sink.objects()).len(),
+        25,
+        "read_limit is 10: several reads"
+    );
+
+    let stream = FakeStream::new(&[(SHARD, true)]);
+    stream.push(SHARD, event_json("kept", BEFORE_14H), BEFORE_14H);
+    let quick = harness(stream, settings(), no_enrichment());
+    assert_eq!(
+        run_shard(&quick.ctx, SHARD, &stop).await.unwrap(),
+        ShardOutcome::Stopped
+    );
+    assert!(
+        quick.sink.objects().is_empty(),
+        "without draining, records stay for the next owner"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,6 +1,7 @@
 //! The embedded stream through the core traits, as the receiver and the deliverer use it,
 //! plus the documented on-disk layout for recovery scenarios.
-
+// Test code: a panic is a failed assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 // NOTE: marks the helpers below as test code, so they may unwrap like the tests (clippy.toml).
 #![cfg(test)]
 

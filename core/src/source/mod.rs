@@ -17,6 +17,7 @@ mod json;
 mod mapping;
 mod meta_webhook;
 mod pixel;
+mod sample;
 
 use std::net::IpAddr;
 
@@ -27,7 +28,8 @@ use serde::{Deserialize, Serialize};
 use crate::event::{AdEvent, EpochMillis};
 use crate::secrets::Secret;
 
-pub use mapping::{EventError, Mapper};
+pub use mapping::{EventError, EventErrorKind, Mapper};
+pub use sample::{SampleRequest, sample_request};
 
 /// The wire formats partners use.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
@@ -76,7 +78,11 @@ impl SourceFormat {
         if !self.serves(route) {
             return Err(RequestError::unknown_route(self, route));
         }
-        if !self.routes().iter().any(|(m, r)| *r == route && *m == method.as_str()) {
+        if !self
+            .routes()
+            .iter()
+            .any(|(m, r)| *r == route && *m == method.as_str())
+        {
             return Err(RequestError::MethodNotAllowed {
                 method: method.to_string(),
                 route: route.to_owned(),

@@ -1,0 +1,32 @@
+# The one task runner: CI (.ci/run) calls these targets, so local runs and CI never differ.
+
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/adpipe/target
+export ADPIPE_VENV ?= $(HOME)/.cache/adpipe/venv
+CARGO ?= cargo
+
+.PHONY: test unit-test lint fmt python-env bench
+
+## Every test, real components included (a Python virtualenv with DuckDB, pyarrow and
+## aws-kinesis-agg is set up on first use).
+test: python-env
+	$(CARGO) test --workspace --features adpipe/external-tests
+
+## Tests that need nothing but Rust (what `cargo test` runs offline).
+unit-test:
+	$(CARGO) test --workspace
+
+## Formatting and clippy, as CI enforces them.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --features adpipe/external-tests -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+python-env:
+	bash scripts/python-env.sh
+
+## Micro-benchmarks of the hot paths (criterion); numbers go to bench/results/.
+bench:
+	$(CARGO) bench -p adpipe-bench

@@ -1,0 +1,253 @@
+//! Shared helpers of the end-to-end tests: run the real `adpipe` binary on free ports in a
+//! temporary directory, talk to it as a partner would, and read the lake it writes.
+
+// Each test binary uses a different subset of these helpers, and a panic is a failed test.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use adpipe_core::auth::sign;
+
+/// The example pipelines' demo secrets.
+pub const ACME_SECRET: &str = "demo-acme-video-secret";
+pub const PIXEL_SECRET: &str = "demo-pixelco-secret";
+pub const META_SECRET: &str = "demo-metaco-app-secret";
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python of the test virtualenv (`scripts/python-env.sh`).
+pub fn python() -> PathBuf {
+    let venv = std::env::var_os("ADPIPE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cache/adpipe/venv")
+        });
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "no Python virtualenv at {}: run `bash scripts/python-env.sh` first",
+        venv.display()
+    );
+    python
+}
+
+/// Runs a script of `tests/python/` in the virtualenv; returns its stdout, failing the test
+/// with its stderr when it fails.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg(repo().join("tests/python").join(script))
+        .args(args)
+        .output()
+        .expect("failed to start python");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `adpipe local`.
+pub struct Local {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub base: String,
+    pub metrics: String,
+    args: Vec<String>,
+}
+
+impl Local {
+    /// Starts `adpipe local` on the example pipelines with its lake in `dir`.
+    pub fn start(dir: &Path, extra: &[&str]) -> Local {
+        let (port, metrics_port) = (free_port(), free_port());
+        let mut args = vec![
+            "local".to_owned(),
+            "--pipelines".to_owned(),
+            repo().join("examples/pipelines").display().to_string(),
+            "--secrets-dir".to_owned(),
+            repo().join("examples/secrets").display().to_string(),
+            "--lake".to_owned(),
+            dir.join("lake").display().to_string(),
+            "--listen".to_owned(),
+            format!("127.0.0.1:{port}"),
+            "--metrics-listen".to_owned(),
+            format!("127.0.0.1:{metrics_port}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut local = Local {
+            child: spawn(&args, dir),
+            dir: dir.to_owned(),
+            base: format!("http://127.0.0.1:{port}"),
+            metrics: format!("http://127.0.0.1:{metrics_port}"),
+            args,
+        };
+        local.wait_ready();
+        local
+    }
+
+    /// Starts the same command again after a crash or a stop.
+    pub fn restart(&mut self) {
+        self.child = spawn(&self.args, &self.dir);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let client = reqwest::blocking::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "adpipe local exited early with {status}; see {}",
+                    self.dir.join("adpipe.log").display()
+                );
+            }
+            if client
+                .get(format!("{}/readyz", self.base))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("adpipe local did not become ready");
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits for a clean exit.
+    pub fn interrupt(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        self.wait_exit(Duration::from_secs(60))
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "adpipe local did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The lake root (`--lake`).
+    pub fn lake(&self) -> PathBuf {
+        self.dir.join("lake")
+    }
+
+    /// The log of every run so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("adpipe.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[String], dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("adpipe.log"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_adpipe"))
+        .args(args)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("failed to start adpipe")
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// An acme-video event in the partner's own JSON.
+pub fn acme_event(id: &str) -> serde_json::Value {
+    serde_json::json!({"id": id, "type": "imp", "ts": now_ms(), "session": format!("s-{id}"),
+        "campaign": "c1", "placement": "p1", "creative": "cr1",
+        "ua": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1",
+        "ip": "203.0.113.77", "deal": "d-1"})
+}
+
+/// POSTs `body` signed with `secret` the way acme-video and metaco sign.
+pub fn post_signed(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    content_type: &str,
+    body: Vec<u8>,
+    secret: &str,
+) -> reqwest::blocking::Response {
+    client
+        .post(url)
+        .header("content-type", content_type)
+        .header(
+            "x-hub-signature-256",
+            format!("sha256={}", sign(secret.as_bytes(), &body)),
+        )
+        .body(body)
+        .send()
+        .expect("request failed")
+}
+
+/// A signed pixel URL for pixelco.
+pub fn pixel_url(base: &str, query: &str) -> String {
+    format!(
+        "{base}/v1/pixelco/pixel.gif?{query}&sig={}",
+        sign(PIXEL_SECRET.as_bytes(), query.as_bytes())
+    )
+}
+
+/// Every Parquet file below `dir`.
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(parquet_files(&path));
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
