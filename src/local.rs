@@ -299,11 +299,10 @@ fn sample_curl(base: &str, doc: &PipelineDocument, secrets_dir: &Path) -> Option
     let url = format!("{base}/v1/{}/{}", spec.partner, sample.route);
     let mut line = String::from("curl -sS");
     match (&spec.source.auth, &secret) {
-        (AuthSpec::ApiKey { .. }, Some(s)) => {
-            line.push_str(&format!(
-                " -H 'x-api-key: {}'",
-                String::from_utf8_lossy(s.expose())
-            ));
+        (AuthSpec::ApiKey { secret_ref }, Some(_)) => {
+            // The key is read from its file by the shell: secrets are never printed.
+            let file = secrets_dir.join(&secret_ref.name).join(&secret_ref.key);
+            line.push_str(&format!(" -H \"x-api-key: $(cat '{}')\"", file.display()));
         }
         (AuthSpec::HmacSha256 { .. }, Some(s)) if sample.body.is_some() => {
             let body = sample.body.as_deref().unwrap_or_default();

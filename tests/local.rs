@@ -222,7 +222,34 @@ fn events_in_every_form_land_exactly_once_and_bad_ones_never() {
     );
     assert_eq!(r.status(), 200);
 
+    let metrics = client
+        .get(format!("{}/metrics", local.metrics))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for line in [
+        r#"adpipe_receiver_events_accepted_total{partner="acme-video"} 7"#,
+        r#"adpipe_receiver_events_rejected_total{partner="acme-video",reason="invalid_time"} 1"#,
+        r#"adpipe_receiver_requests_total{partner="acme-video",route="events",status="401"} 1"#,
+        r#"adpipe_receiver_requests_total{partner="acme-video",route="events",status="413"} 1"#,
+        r#"adpipe_receiver_events_accepted_total{partner="metaco"} 2"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing `{line}` in\n{metrics}"
+        );
+    }
+    assert!(
+        !metrics.contains(ACME_SECRET),
+        "secrets never reach metrics"
+    );
+
     assert!(local.interrupt().success(), "{}", local.log());
+    assert!(
+        !local.log().contains(ACME_SECRET),
+        "secrets never reach logs"
+    );
     let rows = read_lake(&local.lake());
     let counts = count_by_id(&rows);
     let expected: BTreeSet<&str> = [
