@@ -8,6 +8,7 @@
 //! shard                       (partition key ─▶ MD5 hash key ─▶ the open shard that owns it)
 //! enrich, lake                (what the deliverer adds and where files go)
 //! stream, sink                (the traits the Kinesis/S3 and embedded backends implement)
+//! group                       (consumer groups: shard leases, the catalog)
 //! ```
 //!
 //! Nothing here opens a socket; everything is a plain unit test.
@@ -15,6 +16,7 @@
 pub mod auth;
 pub mod enrich;
 pub mod event;
+pub mod group;
 pub mod kpl;
 pub mod lake;
 pub mod secrets;

@@ -171,6 +171,9 @@ pub enum StreamError {
     /// The backend cannot be reached or failed; try again later.
     #[error("stream unavailable: {0}")]
     Unavailable(String),
+    /// This worker no longer holds the shard's lease; another worker owns it now.
+    #[error("lease lost: {0}")]
+    LeaseLost(String),
     /// A local I/O error (embedded backend).
     #[error("stream I/O failed: {0}")]
     Io(#[from] std::io::Error),
