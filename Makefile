@@ -5,12 +5,12 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/adpipe/target
 export ADPIPE_VENV ?= $(HOME)/.cache/adpipe/venv
 CARGO ?= cargo
 
-.PHONY: test unit-test lint fmt python-env bench
+.PHONY: test unit-test lint fmt python-env bench aws-up aws-down
 
 ## Every test, real components included (a Python virtualenv with DuckDB, pyarrow and
 ## aws-kinesis-agg is set up on first use).
 test: python-env
-	$(CARGO) test --workspace --features adpipe/external-tests
+	$(CARGO) test --workspace --features adpipe/external-tests --features adpipe-leases/external-tests --features adpipe-aws/external-tests
 
 ## Tests that need nothing but Rust (what `cargo test` runs offline).
 unit-test:
@@ -19,13 +19,22 @@ unit-test:
 ## Formatting and clippy, as CI enforces them.
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets --features adpipe/external-tests -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features adpipe/external-tests --features adpipe-leases/external-tests --features adpipe-aws/external-tests -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
 
 python-env:
 	bash scripts/python-env.sh
+
+## The local AWS emulator (moto, Kinesis patched as scripts/moto_server.py says) on 127.0.0.1;
+## prints the environment to use: eval "$$(make -s aws-up)".
+aws-up:
+	@bash scripts/aws-up.sh
+
+## Stops the emulator aws-up started.
+aws-down:
+	@bash scripts/aws-down.sh
 
 ## Micro-benchmarks of the hot paths (criterion); numbers go to bench/results/.
 bench:

@@ -13,15 +13,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     #[command(flatten)]
-    pub log: LogArgs,
-}
-
-/// Logging options shared by every command.
-#[derive(Debug, Args)]
-pub struct LogArgs {
-    /// Log filter, e.g. `info` or `adpipe_receiver=debug,info`.
-    #[arg(long, env = "ADPIPE_LOG", default_value = "info", global = true)]
-    pub log_level: String,
+    pub log: adpipe_runtime::LogArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use adpipe_core::enrich::Enricher;
+use adpipe_core::group::SoleOwner;
 use adpipe_core::lake;
 use adpipe_core::spec::{AuthSpec, Enrichment, PipelineDocument};
 use adpipe_deliverer::{Deliverer, DelivererOptions};
@@ -31,7 +32,6 @@ use adpipe_receiver::producer::{Producer, ProducerOptions};
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use warp::Filter;
 
 use crate::args::LocalArgs;
 
@@ -108,9 +108,25 @@ async fn run(args: LocalArgs) -> anyhow::Result<()> {
         deliverers.push(tokio::spawn(w.deliverer.run(stop_deliverers.child_token())));
     }
     let state = Arc::new(ReceiverState::new(partners));
-    let metrics_server = tokio::spawn(serve_metrics(metrics_listener, registry, state.clone()));
+    let scraped = state.clone();
+    let refresh = Arc::new(move || {
+        for partner in scraped.partners() {
+            partner
+                .metrics
+                .set_buffered_bytes(partner.producer.buffered_bytes());
+        }
+    });
+    let metrics_server = tokio::spawn(adpipe_runtime::serve_metrics(
+        metrics_listener,
+        registry,
+        refresh,
+    ));
 
-    adpipe_receiver::serve(listener, state, producer_tasks, shutdown_signal()).await;
+    let shutdown = async {
+        adpipe_runtime::shutdown_signal().await;
+        eprintln!("adpipe: shutting down: no new events; flushing…");
+    };
+    adpipe_receiver::serve(listener, state, producer_tasks, shutdown).await;
     eprintln!("adpipe: receiver drained; delivering what the streams hold…");
     stop_deliverers.cancel();
     for deliverer in deliverers {
@@ -234,7 +250,8 @@ async fn wire(
     let deliverer = Deliverer::new(
         spec,
         stream,
-        Arc::new(checkpoints),
+        Arc::new(SoleOwner::new(Arc::new(checkpoints))),
+        None,
         Arc::new(sink),
         enricher,
         options,
@@ -332,53 +349,4 @@ fn sample_curl(base: &str, doc: &PipelineDocument, secrets_dir: &Path) -> Option
         )),
     }
     Some(line)
-}
-
-/// Serves `/metrics` in the Prometheus text format, refreshing the gauges read at scrape
-/// time.
-async fn serve_metrics(
-    listener: TcpListener,
-    registry: prometheus::Registry,
-    state: Arc<ReceiverState>,
-) {
-    let route = warp::path!("metrics").and(warp::get()).map(move || {
-        for partner in state.partners() {
-            partner
-                .metrics
-                .set_buffered_bytes(partner.producer.buffered_bytes());
-        }
-        let mut text = String::new();
-        let encoder = prometheus::TextEncoder::new();
-        if let Err(e) = encoder.encode_utf8(&registry.gather(), &mut text) {
-            tracing::error!(error = %e, "failed to encode metrics");
-        }
-        warp::reply::with_header(text, "content-type", prometheus::TEXT_FORMAT)
-    });
-    warp::serve(route).incoming(listener).run().await;
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "failed to listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "failed to listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-    eprintln!("adpipe: shutting down: no new events; flushing…");
 }

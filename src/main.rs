@@ -2,7 +2,6 @@
 
 mod args;
 mod local;
-mod telemetry;
 
 use std::process::ExitCode;
 
@@ -12,7 +11,7 @@ use args::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(&cli.log);
+    adpipe_runtime::init_logging(&cli.log);
     match cli.command {
         Command::Local(args) => local::main(args),
         Command::Validate(args) => args::validate(&args),

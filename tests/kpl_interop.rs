@@ -10,8 +10,7 @@
 // Test code: a panic is a failed assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use adpipe_core::kpl::{self, AddError, Aggregator};
 use base64::Engine;
@@ -22,33 +21,10 @@ use serde_json::{Value, json};
 /// that some user records need multi-byte length varints.
 const AGGREGATE_BYTES: usize = 256 * 1024;
 
-/// The virtualenv's Python; fails the test with what to do when it is missing.
-fn python() -> PathBuf {
-    let venv = std::env::var_os("ADPIPE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_default();
-            Path::new(&home).join(".cache/adpipe/venv")
-        });
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "no Python virtualenv at {}: run `bash scripts/python-env.sh` first",
-        venv.display()
-    );
-    python
-}
-
 /// Runs `tests/python/kpl_interop.py` with `args`; fails the test if the script fails.
-fn run_script(args: &[&Path]) -> std::io::Result<()> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/kpl_interop.py");
-    let output = Command::new(python()).arg(script).args(args).output()?;
-    assert!(
-        output.status.success(),
-        "kpl_interop.py {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
+fn run_script(args: &[&Path]) {
+    let args: Vec<&str> = args.iter().map(|p| p.to_str().unwrap()).collect();
+    adpipe_testkit::run_python("kpl_interop.py", &args);
 }
 
 /// xorshift64*: deterministic sizes and bytes without a crate.
@@ -143,7 +119,7 @@ fn python_reads_what_the_aggregator_writes() {
         })
         .collect();
     std::fs::write(&input, lines).unwrap();
-    run_script(&[Path::new("deaggregate"), &input, &output]).unwrap();
+    run_script(&[Path::new("deaggregate"), &input, &output]);
 
     let read = std::fs::read_to_string(&output).unwrap();
     let read: Vec<Vec<Value>> = read
@@ -170,7 +146,7 @@ fn python_reads_what_the_aggregator_writes() {
 fn deaggregate_reads_what_python_writes() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("aggregates.jsonl");
-    run_script(&[Path::new("aggregate"), &output]).unwrap();
+    run_script(&[Path::new("aggregate"), &output]);
 
     let written = std::fs::read_to_string(&output).unwrap();
     let mut total = 0;

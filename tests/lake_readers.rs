@@ -35,7 +35,7 @@ fn duckdb_and_pyarrow_read_the_lake_with_the_contract_columns() {
     assert!(local.interrupt().success(), "{}", local.log());
 
     let lake = local.lake().join("ads-lake/events");
-    let out = run_python("read_lake.py", &[lake.to_str().unwrap()]);
+    let out = adpipe_testkit::run_python("read_lake.py", &[lake.to_str().unwrap()]);
     let seen: Value = serde_json::from_str(&out).unwrap();
 
     let duck: BTreeMap<String, String> = seen["duckdb_columns"]

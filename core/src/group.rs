@@ -82,7 +82,10 @@ pub async fn parents_finished(
     shards: &[Shard],
     checkpoints: &dyn CheckpointStore,
 ) -> Result<bool, StreamError> {
-    for parent in [&shard.parent_shard_id, &shard.adjacent_parent_shard_id].into_iter().flatten() {
+    for parent in [&shard.parent_shard_id, &shard.adjacent_parent_shard_id]
+        .into_iter()
+        .flatten()
+    {
         if shards.iter().any(|s| &s.id == parent) && !checkpoints.load(parent).await?.finished {
             return Ok(false);
         }

@@ -85,6 +85,24 @@ pub fn load_file(file: &Path) -> Result<Vec<PipelineDocument>, LoadError> {
     })
 }
 
+/// Reads a file that must hold exactly one pipeline: what a workload is started with.
+pub fn load_single(file: &Path) -> Result<PipelineDocument, LoadError> {
+    let mut docs = load_file(file)?;
+    if docs.len() != 1 {
+        return Err(LoadError::Invalid {
+            file: file.to_owned(),
+            problems: vec![FieldError {
+                path: "(file)".into(),
+                reason: format!(
+                    "holds {} pipelines; a workload serves exactly one",
+                    docs.len()
+                ),
+            }],
+        });
+    }
+    Ok(docs.remove(0))
+}
+
 /// Parses and checks the pipelines in `text`.
 pub fn parse(text: &str) -> Result<Vec<PipelineDocument>, Vec<FieldError>> {
     let mut documents = Vec::new();

@@ -4,7 +4,7 @@
 //! ```text
 //! record (seq, events, errors) ─┬─▶ events by Partition::of(received_at) ─▶ one Parquet file each
 //!                               └─▶ errors by date of arrival            ─▶ one .jsonl.gz each
-//! finish ─▶ SealedBatch { range: first..=last record, objects: [(key, body)] }
+//! finish ─▶ SealedBatch { range: first..=last record, objects: [(key, body)], partitions }
 //! ```
 //!
 //! Each file is named after the first and last sequence number of the records *it* holds, so
@@ -79,6 +79,9 @@ pub struct SealedBatch {
     pub range: PendingRange,
     /// The files, data first, in partition order.
     pub objects: Vec<LakeObject>,
+    /// The partitions the data files are in, in order: what the catalog must know before
+    /// the batch is committed.
+    pub partitions: Vec<Partition>,
     /// How many events the data files hold.
     pub events: usize,
 }
@@ -235,6 +238,7 @@ impl Batch {
             return Ok(None);
         };
         let mut objects = Vec::with_capacity(self.data.len() + self.errors.len());
+        let partitions = self.data.keys().copied().collect();
         for (partition, mut file) in self.data {
             file.write_staged()?;
             let span = file.span.file_span(names.shard_id);
@@ -260,6 +264,7 @@ impl Batch {
                 last: range.last,
             },
             objects,
+            partitions,
             events: self.events,
         }))
     }
@@ -318,6 +323,13 @@ mod tests {
             }
         );
         assert_eq!(sealed.events, 3);
+        assert_eq!(
+            sealed.partitions,
+            [
+                Partition::of(t),
+                Partition::of(EpochMillis(LAST_MS_OF_13H + 1))
+            ]
+        );
         let keys: Vec<(&str, usize)> = sealed
             .objects
             .iter()
@@ -360,6 +372,10 @@ mod tests {
             )
             .unwrap();
         let sealed = batch.finish(NAMES).unwrap().unwrap();
+        assert!(
+            sealed.partitions.is_empty(),
+            "error files are not in the table"
+        );
         let [object] = &sealed.objects[..] else {
             panic!("expected one object, got {:?}", sealed.objects)
         };

@@ -1,5 +1,6 @@
 //! The deliverer's errors: one enum for what stops a shard worker (it is then restarted from
-//! its checkpoint) and one for what stops the deliverer as a whole.
+//! its checkpoint, unless its lease was lost), one for a failed sync with the consumer group
+//! (retried at the next interval) and one for what stops the deliverer as a whole.
 
 use adpipe_core::stream::StreamError;
 
@@ -54,6 +55,39 @@ pub enum WorkerError {
         /// What the encoder said.
         source: EncodeError,
     },
+}
+
+impl WorkerError {
+    /// Whether the checkpoint store refused the worker because another worker of the group
+    /// holds the shard's lease now: the worker must stop and not be restarted until the
+    /// coordinator hands the shard back.
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(
+            self,
+            WorkerError::LoadCheckpoint {
+                source: StreamError::LeaseLost(_),
+                ..
+            } | WorkerError::BeginRange {
+                source: StreamError::LeaseLost(_),
+                ..
+            } | WorkerError::Commit {
+                source: StreamError::LeaseLost(_),
+                ..
+            }
+        )
+    }
+}
+
+/// Why one round of "list the shards, sync the leases" failed; the running workers carry on
+/// and the next round tries again.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The stream's shards could not be listed.
+    #[error("failed to list the stream's shards: {0}")]
+    ListShards(StreamError),
+    /// The coordinator could not renew or take leases.
+    #[error("failed to sync shard leases: {0}")]
+    Leases(StreamError),
 }
 
 /// Why a batch could not be turned into file bodies.

@@ -10,7 +10,9 @@
 use std::time::Duration;
 
 use prometheus::core::Collector;
-use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 use crate::batch::ObjectKind;
 use crate::decode::ErrorCategory;
@@ -35,6 +37,10 @@ pub(crate) struct DelivererMetrics {
     read_retries: IntCounterVec,
     sink_retries: IntCounter,
     worker_restarts: IntCounterVec,
+    leases_lost: IntCounterVec,
+    shards_owned: IntGauge,
+    partitions_registered: IntCounter,
+    catalog_retries: IntCounter,
 }
 
 impl DelivererMetrics {
@@ -117,8 +123,27 @@ impl DelivererMetrics {
                 ),
                 &["shard"],
             )?,
+            leases_lost: IntCounterVec::new(
+                opts(
+                    "adpipe_deliverer_leases_lost_total",
+                    "Shard workers stopped because another worker of the group took their lease",
+                ),
+                &["shard"],
+            )?,
+            shards_owned: IntGauge::with_opts(opts(
+                "adpipe_deliverer_shards_owned",
+                "Shards this worker held the lease of at the last successful sync",
+            ))?,
+            partitions_registered: IntCounter::with_opts(opts(
+                "adpipe_deliverer_partitions_registered_total",
+                "Lake partitions registered in the catalog by this process",
+            ))?,
+            catalog_retries: IntCounter::with_opts(opts(
+                "adpipe_deliverer_catalog_retries_total",
+                "Catalog calls (create table, add partition) retried after an error",
+            ))?,
         };
-        let collectors: [Box<dyn Collector>; 11] = [
+        let collectors: [Box<dyn Collector>; 15] = [
             Box::new(m.records_read.clone()),
             Box::new(m.user_records.clone()),
             Box::new(m.events_written.clone()),
@@ -130,6 +155,10 @@ impl DelivererMetrics {
             Box::new(m.read_retries.clone()),
             Box::new(m.sink_retries.clone()),
             Box::new(m.worker_restarts.clone()),
+            Box::new(m.leases_lost.clone()),
+            Box::new(m.shards_owned.clone()),
+            Box::new(m.partitions_registered.clone()),
+            Box::new(m.catalog_retries.clone()),
         ];
         for collector in collectors {
             registry.register(collector)?;
@@ -186,6 +215,27 @@ impl DelivererMetrics {
     /// A shard worker failed and will restart from its checkpoint.
     pub(crate) fn worker_restarted(&self, shard: &str) {
         self.worker_restarts.with_label_values(&[shard]).inc();
+    }
+
+    /// A shard worker stopped because its lease was taken.
+    pub(crate) fn lease_lost(&self, shard: &str) {
+        self.leases_lost.with_label_values(&[shard]).inc();
+    }
+
+    /// A sync said how many shards this worker owns now.
+    pub(crate) fn shards_owned(&self, shards: usize) {
+        self.shards_owned
+            .set(i64::try_from(shards).unwrap_or(i64::MAX));
+    }
+
+    /// A partition was registered in the catalog.
+    pub(crate) fn partition_registered(&self) {
+        self.partitions_registered.inc();
+    }
+
+    /// A catalog call failed and will be retried.
+    pub(crate) fn catalog_retried(&self) {
+        self.catalog_retries.inc();
     }
 }
 

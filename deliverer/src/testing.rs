@@ -1,13 +1,17 @@
 //! In-memory stand-ins for the stream, the checkpoint store and the sink, with the faults the
-//! worker tests inject (crashes, failing puts and commits, transient read errors), plus
-//! helpers to build records and read the lake back.
+//! worker tests inject (crashes, failing puts and commits, transient read errors, reshards),
+//! plus helpers to build records and read the lake back. `group` holds the consumer-group
+//! fakes (leases, coordinators, catalog); `journal` the shared record of what they all saw.
 //!
 //! State lives in `tokio::sync::watch` channels so a test can wait for a condition (a commit,
-//! an empty read) instead of sleeping.
+//! an empty read, a journal entry) instead of sleeping.
+
+mod group;
+mod journal;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use adpipe_core::event::{AdEvent, EpochMillis};
 use adpipe_core::kpl;
@@ -23,6 +27,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use self::group::{FakeCatalog, FakeLeases};
+pub use self::journal::{Entry, Journal, SOLE};
+
 /// 2026-11-28T13:59:59.000Z: one second before an hour boundary.
 pub const BEFORE_14H: i64 = 1_795_874_399_000;
 
@@ -30,14 +37,17 @@ pub const BEFORE_14H: i64 = 1_795_874_399_000;
 struct FakeShard {
     records: Vec<StreamRecord>,
     open: bool,
+    parent: Option<String>,
 }
 
-/// A stream whose shards are vectors; sequence numbers are 10, 20, 30, … per shard.
+/// A stream whose shards are vectors; sequence numbers are 10, 20, 30, … per shard. Every
+/// read is recorded in its journal.
 #[derive(Debug)]
 pub struct FakeStream {
     shards: Mutex<BTreeMap<String, FakeShard>>,
     read_errors: Mutex<VecDeque<StreamError>>,
     empty_reads: watch::Sender<usize>,
+    journal: Arc<Journal>,
 }
 
 impl FakeStream {
@@ -48,6 +58,7 @@ impl FakeStream {
                 let shard = FakeShard {
                     records: Vec::new(),
                     open: *open,
+                    parent: None,
                 };
                 (id.to_string(), shard)
             })
@@ -56,6 +67,26 @@ impl FakeStream {
             shards: Mutex::new(shards),
             read_errors: Mutex::new(VecDeque::new()),
             empty_reads: watch::Sender::new(0),
+            journal: Arc::default(),
+        }
+    }
+
+    /// The journal its reads are recorded in, for the other fakes of the test to share.
+    pub fn journal(&self) -> Arc<Journal> {
+        self.journal.clone()
+    }
+
+    /// Closes `parent` and adds `children`, open and empty, split from it: a reshard.
+    pub fn split(&self, parent: &str, children: &[&str]) {
+        let mut shards = self.shards.lock().unwrap();
+        shards.get_mut(parent).unwrap().open = false;
+        for child in children {
+            let shard = FakeShard {
+                records: Vec::new(),
+                open: true,
+                parent: Some(parent.to_owned()),
+            };
+            shards.insert((*child).to_owned(), shard);
         }
     }
 
@@ -100,7 +131,7 @@ impl StreamReader for FakeStream {
                 id: id.clone(),
                 starting_hash_key: 0,
                 ending_hash_key: u128::MAX,
-                parent_shard_id: None,
+                parent_shard_id: s.parent.clone(),
                 adjacent_parent_shard_id: None,
                 open: s.open,
             })
@@ -113,6 +144,9 @@ impl StreamReader for FakeStream {
         from: &StartPosition,
         limit: usize,
     ) -> Result<ReadBatch, StreamError> {
+        self.journal.record(Entry::Read {
+            shard: shard_id.to_owned(),
+        });
         if let Some(error) = self.read_errors.lock().unwrap().pop_front() {
             return Err(error);
         }
@@ -138,18 +172,24 @@ impl StreamReader for FakeStream {
     }
 }
 
-/// Checkpoints in a map; commits can be made to fail.
+/// Checkpoints in a map; commits can be made to fail. Writes are recorded in its journal.
 #[derive(Debug)]
 pub struct FakeCheckpoints {
     state: watch::Sender<HashMap<String, Checkpoint>>,
     fail_commits: Mutex<VecDeque<bool>>,
+    journal: Arc<Journal>,
 }
 
 impl FakeCheckpoints {
     pub fn new() -> FakeCheckpoints {
+        FakeCheckpoints::recording_to(Arc::default())
+    }
+
+    pub fn recording_to(journal: Arc<Journal>) -> FakeCheckpoints {
         FakeCheckpoints {
             state: watch::Sender::new(HashMap::new()),
             fail_commits: Mutex::new(VecDeque::new()),
+            journal,
         }
     }
 
@@ -174,23 +214,22 @@ impl FakeCheckpoints {
             .await
             .unwrap();
     }
-}
 
-#[async_trait]
-impl CheckpointStore for FakeCheckpoints {
-    async fn load(&self, shard_id: &str) -> Result<Checkpoint, StreamError> {
-        Ok(self.get(shard_id))
-    }
-
-    async fn begin(&self, shard_id: &str, range: &PendingRange) -> Result<(), StreamError> {
+    /// `begin` on behalf of `worker`.
+    pub fn begin_as(&self, worker: &str, shard_id: &str, range: &PendingRange) {
+        self.journal.record(Entry::Begin {
+            worker: worker.to_owned(),
+            shard: shard_id.to_owned(),
+        });
         self.state.send_modify(|m| {
             m.entry(shard_id.to_owned()).or_default().pending = Some(range.clone());
         });
-        Ok(())
     }
 
-    async fn commit(
+    /// `commit` on behalf of `worker`.
+    pub fn commit_as(
         &self,
+        worker: &str,
         shard_id: &str,
         last: &SequenceNumber,
         finished: bool,
@@ -198,6 +237,12 @@ impl CheckpointStore for FakeCheckpoints {
         if self.fail_commits.lock().unwrap().pop_front() == Some(true) {
             return Err(StreamError::Unavailable("injected commit failure".into()));
         }
+        self.journal.record(Entry::Commit {
+            worker: worker.to_owned(),
+            shard: shard_id.to_owned(),
+            last: last.clone(),
+            finished,
+        });
         self.state.send_modify(|m| {
             let checkpoint = m.entry(shard_id.to_owned()).or_default();
             checkpoint.committed = Some(last.clone());
@@ -208,16 +253,54 @@ impl CheckpointStore for FakeCheckpoints {
     }
 }
 
-/// Objects in a map; a put can "crash" the worker or fail a number of times.
+#[async_trait]
+impl CheckpointStore for FakeCheckpoints {
+    async fn load(&self, shard_id: &str) -> Result<Checkpoint, StreamError> {
+        Ok(self.get(shard_id))
+    }
+
+    async fn begin(&self, shard_id: &str, range: &PendingRange) -> Result<(), StreamError> {
+        self.begin_as(SOLE, shard_id, range);
+        Ok(())
+    }
+
+    async fn commit(
+        &self,
+        shard_id: &str,
+        last: &SequenceNumber,
+        finished: bool,
+    ) -> Result<(), StreamError> {
+        self.commit_as(SOLE, shard_id, last, finished)
+    }
+}
+
+/// Objects in a map; a put can "crash" the worker or fail a number of times. Stored objects
+/// are recorded in its journal.
 #[derive(Debug, Default)]
 pub struct FakeSink {
     objects: Mutex<BTreeMap<String, Bytes>>,
     puts: AtomicUsize,
     crash: Mutex<Option<(usize, CancellationToken)>>,
     failures_left: AtomicUsize,
+    journal: Arc<Journal>,
 }
 
 impl FakeSink {
+    pub fn recording_to(journal: Arc<Journal>) -> FakeSink {
+        FakeSink {
+            journal,
+            ..FakeSink::default()
+        }
+    }
+
+    /// The sink as one worker of a group uses it: its puts are recorded under `worker`.
+    pub fn as_worker(self: &Arc<Self>, worker: &str) -> Arc<WorkerSink> {
+        Arc::new(WorkerSink {
+            worker: worker.to_owned(),
+            sink: self.clone(),
+        })
+    }
+
     /// Put number `at` (0-based, counted from now) fails without storing and cancels
     /// `stop`, like a process dying during an upload.
     pub fn crash_at(&self, at: usize, stop: CancellationToken) {
@@ -237,11 +320,8 @@ impl FakeSink {
     pub fn puts(&self) -> usize {
         self.puts.load(Ordering::SeqCst)
     }
-}
 
-#[async_trait]
-impl ObjectSink for FakeSink {
-    async fn put(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
+    fn put_as(&self, worker: &str, key: &str, body: Bytes) -> Result<(), SinkError> {
         let n = self.puts.fetch_add(1, Ordering::SeqCst);
         let failed = |message: &str| SinkError::Write {
             key: key.to_owned(),
@@ -260,8 +340,33 @@ impl ObjectSink for FakeSink {
         {
             return Err(failed("injected failure"));
         }
+        self.journal.record(Entry::Put {
+            worker: worker.to_owned(),
+            key: key.to_owned(),
+        });
         self.objects.lock().unwrap().insert(key.to_owned(), body);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectSink for FakeSink {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
+        self.put_as(SOLE, key, body)
+    }
+}
+
+/// A [`FakeSink`] seen by one worker of a group.
+#[derive(Debug)]
+pub struct WorkerSink {
+    worker: String,
+    sink: Arc<FakeSink>,
+}
+
+#[async_trait]
+impl ObjectSink for WorkerSink {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
+        self.sink.put_as(&self.worker, key, body)
     }
 }
 

@@ -1,11 +1,12 @@
 //! One shard's worker: reads the shard, batches its records and lands them exactly once.
 //!
 //! ```text
-//! load checkpoint ─▶ pending range? ─▶ replay exactly that range ─▶ commit
+//! load checkpoint ─▶ pending range? ─▶ replay exactly that range ─▶ flush
 //!        │                                                          │
 //!        └──────────────────────────────▶ read ─▶ decode ─▶ enrich ─▶ batch
 //!                                          ▲                          │ age, size, shutdown, shard end
-//!                                          └─── begin ◀── put files ◀─┘ ─▶ commit
+//!                                          └──────────────────────────┘ ─▶ flush
+//! flush: begin(range) ─▶ put files ─▶ register new partitions in the catalog ─▶ commit
 //! ```
 //!
 //! Exactly once: a flush records its range (`begin`) before the first put and clears it
@@ -14,6 +15,10 @@
 //! successor re-reads exactly the pending range and overwrites the same keys with the same
 //! rows. Records never reach the lake outside a begun range, so a crash before `begin` only
 //! means the batch is read again.
+//!
+//! In a consumer group the checkpoint store is fenced: once another worker took the shard's
+//! lease, `begin` and `commit` fail with [`StreamError::LeaseLost`] and the worker stops at
+//! once, without another write; its begun range is the successor's to rewrite.
 
 use std::time::Duration;
 
@@ -29,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::batch::{Batch, FileNames, LakeObject};
+use crate::catalog::PartitionCatalog;
 use crate::decode::decode;
 use crate::error::WorkerError;
 use crate::metrics::DelivererMetrics;
@@ -66,6 +72,8 @@ pub(crate) struct WorkerContext {
     pub(crate) sink: Arc<dyn ObjectSink>,
     pub(crate) enricher: Enricher,
     pub(crate) metrics: DelivererMetrics,
+    /// Where new partitions are registered, if the pipeline has a catalog.
+    pub(crate) catalog: Option<PartitionCatalog>,
 }
 
 /// How a worker ended without error.
@@ -298,10 +306,10 @@ impl Worker<'_> {
         batch.write_staged().map_err(encode)
     }
 
-    /// Lands `batch`: begin its range, put every file, commit. Commits `commit_to` instead
+    /// Lands `batch`: begin its range, put every file, register its partitions, commit. Commits `commit_to` instead
     /// of the batch's last record when given (a replay commits the whole pending range even
-    /// if its tail is no longer retained). `false` when shutdown interrupted the puts: the
-    /// range stays pending for the next worker.
+    /// if its tail is no longer retained). `false` when shutdown interrupted the puts or the
+    /// catalog: the range stays pending for the next worker.
     async fn flush(
         &mut self,
         batch: Batch,
@@ -337,6 +345,12 @@ impl Worker<'_> {
                         warn!(partner = %settings.partner, shard = self.shard, first = %sealed.range.first, last = %sealed.range.last, "shutdown while storing a batch; the next worker rewrites its range");
                         return Ok(false);
                     }
+                }
+                if let Some(catalog) = &self.ctx.catalog
+                    && !catalog.register(&sealed.partitions, self.shutdown).await
+                {
+                    warn!(partner = %settings.partner, shard = self.shard, first = %sealed.range.first, last = %sealed.range.last, "shutdown while registering partitions; the next worker rewrites the range");
+                    return Ok(false);
                 }
                 events = sealed.events;
                 Some(commit_to.unwrap_or(&sealed.range.last).clone())
@@ -406,7 +420,7 @@ impl Worker<'_> {
 }
 
 /// Exponential backoff from [`RETRY_BACKOFF_MIN`] to [`RETRY_BACKOFF_MAX`].
-fn backoff(failures: u32) -> Duration {
+pub(crate) fn backoff(failures: u32) -> Duration {
     RETRY_BACKOFF_MIN
         .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)))
         .min(RETRY_BACKOFF_MAX)

@@ -55,6 +55,7 @@ fn harness(stream: FakeStream, settings: Settings, enricher: Enricher) -> Harnes
         sink: sink.clone(),
         enricher,
         metrics: DelivererMetrics::register(&registry, "acme-video").unwrap(),
+        catalog: None,
     });
     Harness {
         stream,
@@ -74,6 +75,7 @@ fn restarted(h: &Harness, settings: Settings) -> Arc<WorkerContext> {
         sink: h.sink.clone(),
         enricher: no_enrichment(),
         metrics: DelivererMetrics::register(&Registry::new(), "acme-video").unwrap(),
+        catalog: None,
     })
 }
 

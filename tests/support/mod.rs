@@ -4,7 +4,6 @@
 // Each test binary uses a different subset of these helpers, and a panic is a failed test.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -21,45 +20,7 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The Python of the test virtualenv (`scripts/python-env.sh`).
-pub fn python() -> PathBuf {
-    let venv = std::env::var_os("ADPIPE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cache/adpipe/venv")
-        });
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "no Python virtualenv at {}: run `bash scripts/python-env.sh` first",
-        venv.display()
-    );
-    python
-}
-
-/// Runs a script of `tests/python/` in the virtualenv; returns its stdout, failing the test
-/// with its stderr when it fails.
-pub fn run_python(script: &str, args: &[&str]) -> String {
-    let out = Command::new(python())
-        .arg(repo().join("tests/python").join(script))
-        .args(args)
-        .output()
-        .expect("failed to start python");
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use adpipe_testkit::free_port;
 
 /// A running `adpipe local`.
 pub struct Local {

@@ -1,0 +1,84 @@
+//! The edge every adpipe binary shares: logging set-up, shutdown signals, and the
+//! Prometheus endpoint, so `adpipe local`, `adpipe-receiver` and `adpipe-deliverer` behave
+//! the same way at start and stop.
+
+use std::sync::Arc;
+
+use clap::Args;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+use warp::{Filter, Reply};
+
+/// Logging flags, flattened into each binary's arguments.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log filter, e.g. `info` or `adpipe_receiver=debug,info`.
+    #[arg(long, env = "ADPIPE_LOG", default_value = "info", global = true)]
+    pub log_level: String,
+    /// Log as JSON lines (for log collectors) instead of text.
+    #[arg(long, env = "ADPIPE_LOG_JSON", global = true)]
+    pub log_json: bool,
+}
+
+/// Installs the `tracing` subscriber: stderr, filtered by `--log-level`.
+pub fn init_logging(args: &LogArgs) {
+    let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends before it stops a pod).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "failed to listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "failed to listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// Serves `GET /metrics` (Prometheus text format) and `GET /healthz` on `listener` until the
+/// task is dropped. `refresh` runs before each scrape, to set gauges read at scrape time.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    registry: prometheus::Registry,
+    refresh: Arc<dyn Fn() + Send + Sync>,
+) {
+    let metrics = warp::path!("metrics").and(warp::get()).map(move || {
+        refresh();
+        let mut text = String::new();
+        if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut text) {
+            tracing::error!(error = %e, "failed to encode metrics");
+        }
+        warp::reply::with_header(text, "content-type", prometheus::TEXT_FORMAT).into_response()
+    });
+    let health = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| String::from("ok").into_response());
+    // NOTE: boxing erases the filter's type, which rustc otherwise cannot prove `Send` for
+    // every lifetime when the server future is spawned.
+    let routes = metrics.or(health).unify().boxed();
+    warp::serve(routes).incoming(listener).run().await;
+}
