@@ -32,7 +32,11 @@ fn duckdb_and_pyarrow_read_the_lake_with_the_contract_columns() {
         .header("user-agent", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36")
         .send().unwrap();
     assert!(r.status().is_success());
-    assert!(local.interrupt().success(), "{}", local.log());
+    assert!(
+        local.process.interrupt().success(),
+        "{}",
+        local.process.log()
+    );
 
     let lake = local.lake().join("ads-lake/events");
     let out = adpipe_testkit::run_python("read_lake.py", &[lake.to_str().unwrap()]);

@@ -245,9 +245,13 @@ fn events_in_every_form_land_exactly_once_and_bad_ones_never() {
         "secrets never reach metrics"
     );
 
-    assert!(local.interrupt().success(), "{}", local.log());
     assert!(
-        !local.log().contains(ACME_SECRET),
+        local.process.interrupt().success(),
+        "{}",
+        local.process.log()
+    );
+    assert!(
+        !local.process.log().contains(ACME_SECRET),
         "secrets never reach logs"
     );
     let rows = read_lake(&local.lake());
@@ -336,13 +340,13 @@ fn a_sigkill_after_durable_acks_loses_and_duplicates_nothing() {
     while acked.lock().unwrap().len() < 500 {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    local.kill();
+    local.process.kill();
     stop.store(true, Ordering::SeqCst);
     sender.join().unwrap();
     let before_restart = acked.lock().unwrap().len();
     assert!(before_restart >= 500);
 
-    local.restart();
+    local.process.restart();
     send(
         local.base.clone(),
         2,
@@ -351,7 +355,11 @@ fn a_sigkill_after_durable_acks_loses_and_duplicates_nothing() {
     )
     .join()
     .unwrap();
-    assert!(local.interrupt().success(), "{}", local.log());
+    assert!(
+        local.process.interrupt().success(),
+        "{}",
+        local.process.log()
+    );
 
     let counts = count_by_id(&read_lake(&local.lake()));
     let acked = acked.lock().unwrap();

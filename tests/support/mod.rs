@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use adpipe_core::auth::sign;
 
+pub mod aws;
+
 /// The example pipelines' demo secrets.
 pub const ACME_SECRET: &str = "demo-acme-video-secret";
 pub const PIXEL_SECRET: &str = "demo-pixelco-secret";
@@ -22,13 +24,147 @@ pub fn repo() -> PathBuf {
 
 use adpipe_testkit::free_port;
 
-/// A running `adpipe local`.
-pub struct Local {
+/// A running adpipe binary, its output appended to `{dir}/{name}.log`.
+pub struct Process {
     pub child: Child,
     pub dir: PathBuf,
+    program: PathBuf,
+    name: String,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    ready_url: Option<String>,
+}
+
+impl Process {
+    /// Starts `program` and, when `ready_url` is given, waits until it answers `200` there.
+    pub fn start(
+        program: &Path,
+        name: &str,
+        args: Vec<String>,
+        env: Vec<(&'static str, String)>,
+        dir: &Path,
+        ready_url: Option<String>,
+    ) -> Process {
+        let mut process = Process {
+            child: spawn(program, name, &args, &env, dir),
+            dir: dir.to_owned(),
+            program: program.to_owned(),
+            name: name.to_owned(),
+            args,
+            env,
+            ready_url,
+        };
+        process.wait_ready();
+        process
+    }
+
+    /// Starts the same command again after a crash or a stop.
+    pub fn restart(&mut self) {
+        self.child = spawn(&self.program, &self.name, &self.args, &self.env, &self.dir);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let Some(url) = self.ready_url.clone() else {
+            return;
+        };
+        let client = reqwest::blocking::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("{} exited early with {status}:\n{}", self.name, self.log());
+            }
+            if client.get(&url).send().is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{} did not become ready at {url}:\n{}",
+            self.name,
+            self.log()
+        );
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits for the process to exit.
+    pub fn interrupt(&mut self) -> ExitStatus {
+        self.signal("-INT")
+    }
+
+    /// Sends SIGTERM (what Kubernetes sends) and waits for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("-TERM")
+    }
+
+    fn signal(&mut self, signal: &str) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit after {signal}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to flush or hand anything over.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Everything the process (all its runs) wrote.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{}.log", self.name))).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(
+    program: &Path,
+    name: &str,
+    args: &[String],
+    env: &[(&'static str, String)],
+    dir: &Path,
+) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .unwrap();
+    Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("failed to start {}: {e}", program.display()))
+}
+
+/// A running `adpipe local`.
+pub struct Local {
+    pub process: Process,
     pub base: String,
     pub metrics: String,
-    args: Vec<String>,
 }
 
 impl Local {
@@ -49,106 +185,27 @@ impl Local {
             format!("127.0.0.1:{metrics_port}"),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut local = Local {
-            child: spawn(&args, dir),
-            dir: dir.to_owned(),
-            base: format!("http://127.0.0.1:{port}"),
-            metrics: format!("http://127.0.0.1:{metrics_port}"),
+        let base = format!("http://127.0.0.1:{port}");
+        let program = Path::new(env!("CARGO_BIN_EXE_adpipe"));
+        let process = Process::start(
+            program,
+            "adpipe",
             args,
-        };
-        local.wait_ready();
-        local
-    }
-
-    /// Starts the same command again after a crash or a stop.
-    pub fn restart(&mut self) {
-        self.child = spawn(&self.args, &self.dir);
-        self.wait_ready();
-    }
-
-    fn wait_ready(&mut self) {
-        let client = reqwest::blocking::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "adpipe local exited early with {status}; see {}",
-                    self.dir.join("adpipe.log").display()
-                );
-            }
-            if client
-                .get(format!("{}/readyz", self.base))
-                .send()
-                .is_ok_and(|r| r.status() == 200)
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("adpipe local did not become ready");
-    }
-
-    /// Sends SIGINT (Ctrl-C) and waits for a clean exit.
-    pub fn interrupt(&mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-INT", &pid])
-                .status()
-                .unwrap()
-                .success()
+            Vec::new(),
+            dir,
+            Some(format!("{base}/readyz")),
         );
-        self.wait_exit(Duration::from_secs(60))
-    }
-
-    /// SIGKILL: no chance to flush anything.
-    pub fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "adpipe local did not exit");
-            std::thread::sleep(Duration::from_millis(50));
+        Local {
+            process,
+            base,
+            metrics: format!("http://127.0.0.1:{metrics_port}"),
         }
     }
 
     /// The lake root (`--lake`).
     pub fn lake(&self) -> PathBuf {
-        self.dir.join("lake")
+        self.process.dir.join("lake")
     }
-
-    /// The log of every run so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("adpipe.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(args: &[String], dir: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("adpipe.log"))
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_adpipe"))
-        .args(args)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("failed to start adpipe")
 }
 
 /// Milliseconds since the Unix epoch.
