@@ -274,10 +274,10 @@ fn print_summary(args: &LocalArgs, listen: SocketAddr, metrics: SocketAddr, wire
         let spec = &w.doc.spec;
         println!();
         println!(
-            "  {} ({}, ack {:?})",
+            "  {} ({}, ack {})",
             spec.partner,
             spec.source.format.as_str(),
-            spec.receiver.ack
+            spec.receiver.ack.as_str()
         );
         for (method, route) in spec.source.format.routes() {
             println!("    {method:<4} {base}/v1/{}/{route}", spec.partner);

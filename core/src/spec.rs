@@ -235,6 +235,16 @@ pub enum AckMode {
     Buffered,
 }
 
+impl AckMode {
+    /// The name used in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckMode::Durable => "durable",
+            AckMode::Buffered => "buffered",
+        }
+    }
+}
+
 /// A token-bucket limit on requests per partner and receiver replica.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
