@@ -50,7 +50,7 @@ pub struct LocalArgs {
     pub secrets_dir: PathBuf,
     /// Close lake files at least this often, overriding `spec.deliverer.sink.maxFileAge`
     /// (e.g. `5s` to see files quickly).
-    #[arg(long, env = "ADPIPE_FLUSH_INTERVAL", value_parser = humantime_duration)]
+    #[arg(long, env = "ADPIPE_FLUSH_INTERVAL", value_parser = adpipe_runtime::parse_duration)]
     pub flush_interval: Option<Duration>,
     /// A MaxMind GeoIP2/GeoLite2 City database for the `geoip` enrichment.
     #[arg(long, env = "ADPIPE_GEOIP_DATABASE")]
@@ -63,12 +63,6 @@ pub struct ValidateArgs {
     /// The file to check; repeatable.
     #[arg(short = 'f', long = "file", required = true)]
     pub files: Vec<PathBuf>,
-}
-
-fn humantime_duration(text: &str) -> Result<Duration, String> {
-    text.parse::<adpipe_core::spec::HumanDuration>()
-        .map(|d| d.0)
-        .map_err(|e| format!("`{text}` is not a duration such as 5s or 1m: {e}"))
 }
 
 /// Runs `adpipe validate`: one line per problem, exit 1 if there is any.

@@ -42,23 +42,7 @@ const STATE_DIR: &str = ".adpipe";
 
 /// Runs `adpipe local` to completion.
 pub fn main(args: LocalArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: failed to start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    adpipe_runtime::block_on_main(run(args))
 }
 
 /// One pipeline, wired.

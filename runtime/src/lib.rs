@@ -2,12 +2,46 @@
 //! Prometheus endpoint, so `adpipe local`, `adpipe-receiver` and `adpipe-deliverer` behave
 //! the same way at start and stop.
 
+use std::future::Future;
+use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use warp::{Filter, Reply};
+
+/// Runs a binary's async `main` on a multi-threaded runtime and turns its result into the
+/// exit code, printing the whole error chain on failure.
+pub fn block_on_main<F>(main: F) -> ExitCode
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: failed to start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses a flag such as `--flush-interval 5s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration such as 5s or 1m: {e}"))
+}
 
 /// Logging flags, flattened into each binary's arguments.
 #[derive(Debug, Clone, Args)]

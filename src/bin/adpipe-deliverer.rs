@@ -30,7 +30,7 @@ struct Args {
     #[arg(long, env = "ADPIPE_WORKER_ID")]
     worker_id: Option<String>,
     /// Close lake files at least this often, overriding `spec.deliverer.sink.maxFileAge`.
-    #[arg(long, env = "ADPIPE_FLUSH_INTERVAL", value_parser = humantime_duration)]
+    #[arg(long, env = "ADPIPE_FLUSH_INTERVAL", value_parser = adpipe_runtime::parse_duration)]
     flush_interval: Option<Duration>,
     /// A MaxMind GeoIP2/GeoLite2 City database for the `geoip` enrichment.
     #[arg(long, env = "ADPIPE_GEOIP_DATABASE")]
@@ -39,32 +39,10 @@ struct Args {
     log: adpipe_runtime::LogArgs,
 }
 
-fn humantime_duration(text: &str) -> Result<Duration, String> {
-    text.parse::<adpipe_core::spec::HumanDuration>()
-        .map(|d| d.0)
-        .map_err(|e| format!("`{text}` is not a duration such as 5s or 1m: {e}"))
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     adpipe_runtime::init_logging(&args.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: failed to start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    adpipe_runtime::block_on_main(run(args))
 }
 
 /// The lease table: `spec.deliverer.leaseTable`, else `adpipe-{namespace}-{name}` in a
