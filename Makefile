@@ -36,6 +36,7 @@ aws-up:
 aws-down:
 	@bash scripts/aws-down.sh
 
-## Micro-benchmarks of the hot paths (criterion); numbers go to bench/results/.
+## Micro-benchmarks of the hot paths (criterion; reports under $(CARGO_TARGET_DIR)/criterion);
+## bench/results/latest.md records the last run that was written up.
 bench:
 	$(CARGO) bench -p adpipe-bench
