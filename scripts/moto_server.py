@@ -22,7 +22,13 @@ correctly but differs from AWS in what a consumer group depends on after a resha
    iterator does not return any more data"), which is how a consumer learns to move on to
    the children.
 
-This script patches exactly these three behaviours, in this process only, and then runs
+4. Shard.put_record picks "max sequence number + 1" without a lock (its own comment says it
+   "is not safe for concurrency"): two PutRecords served at once by the threaded server can
+   get the same sequence number, and the second silently replaces the first although both
+   were answered as stored. Kinesis never loses an acknowledged record, so writes to the
+   backend are serialised here.
+
+This script patches exactly these four behaviours, in this process only, and then runs
 moto's own server. Everything else is moto as released. It refuses to start with another
 moto version, since the patches replace moto internals that may have changed.
 """
@@ -100,8 +106,19 @@ def ending_at_shard_end(get_records):
     return patched
 
 
+def serialised(write):
+    """(4) Runs a Kinesis write under one process-wide lock."""
+    lock = threading.Lock()
+
+    def patched(self, *args, **kwargs):
+        with lock:
+            return write(self, *args, **kwargs)
+
+    return patched
+
+
 def patch_kinesis():
-    """Applies the three patches; fails loudly on a moto these were not checked against."""
+    """Applies the four patches; fails loudly on a moto these were not checked against."""
     if moto.__version__ != PATCHED_MOTO_VERSION:
         sys.exit(
             f"moto_server.py: moto {moto.__version__} is installed, the Kinesis patches were "
@@ -111,6 +128,8 @@ def patch_kinesis():
     models.Stream.split_shard = keeping_parent_records(models.Stream.split_shard)
     models.Stream.merge_shards = keeping_parent_records(models.Stream.merge_shards)
     models.KinesisBackend.get_records = ending_at_shard_end(models.KinesisBackend.get_records)
+    models.KinesisBackend.put_records = serialised(models.KinesisBackend.put_records)
+    models.KinesisBackend.put_record = serialised(models.KinesisBackend.put_record)
 
 
 def exit_on_stdin_eof():

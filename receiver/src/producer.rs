@@ -28,7 +28,7 @@ use rand::Rng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use crate::metrics::PartnerMetrics;
+use crate::metrics::{PUT_PAYLOAD_UNIT_BYTES, PartnerMetrics};
 
 /// PutRecords API limit: entries per call.
 pub const MAX_ENTRIES_PER_PUT: usize = 500;
@@ -40,6 +40,10 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 1000 * 1024;
 /// How long a record may wait for company before it is sent: long enough to pack records
 /// under load, short next to a partner's request timeout.
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(10);
+/// Longest a record waits for company while its shard has a put in flight: records that
+/// arrive during a put join the next aggregate instead of paying for a small one of their
+/// own (KPL's default `RecordMaxBufferedTime` is the same 100 ms).
+pub const DEFAULT_MAX_LINGER: Duration = Duration::from_millis(100);
 /// Calls in flight at once; more adds no throughput once shards are busy.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
 /// Memory the producer may hold for records not yet acknowledged by the stream.
@@ -55,8 +59,10 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 pub struct ProducerOptions {
     /// Largest aggregated record.
     pub max_record_bytes: usize,
-    /// Longest wait before a partial batch is sent.
+    /// Longest wait before a partial batch is sent while its shard is idle.
     pub linger: Duration,
+    /// Longest wait while the shard has a put in flight.
+    pub max_linger: Duration,
     /// Concurrent `put` calls.
     pub max_in_flight: usize,
     /// Budget for records not yet acknowledged.
@@ -68,6 +74,7 @@ impl Default for ProducerOptions {
         Self {
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             linger: DEFAULT_LINGER,
+            max_linger: DEFAULT_MAX_LINGER,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
         }
@@ -246,12 +253,31 @@ struct Member {
 /// An aggregated record being filled for one shard.
 struct OpenRecord {
     aggregator: Aggregator,
-    members: Vec<Member>,
+    /// Each record in the aggregate, its acknowledgement, and the aggregate's billed size
+    /// (data and partition key) once it was added: what cutting at a unit boundary needs.
+    records: Vec<(OutgoingRecord, Arc<Pending>, usize)>,
     opened_at: Instant,
+}
+
+impl OpenRecord {
+    fn new(max_bytes: usize) -> OpenRecord {
+        OpenRecord {
+            aggregator: Aggregator::new(max_bytes),
+            records: Vec::new(),
+            opened_at: Instant::now(),
+        }
+    }
+
+    /// The size Kinesis bills for the aggregate as it stands.
+    fn billed_bytes(&self) -> usize {
+        self.records.last().map_or(0, |(_, _, size)| *size)
+    }
 }
 
 /// A sealed record waiting to be sent (or re-sent).
 struct ReadyEntry {
+    /// The shard it was aggregated for ("" without a shard map).
+    shard: String,
     entry: PutEntry,
     members: Vec<Member>,
     attempts: u32,
@@ -273,6 +299,8 @@ struct Batcher {
     shard_map: Option<ShardMap>,
     shard_map_at: Instant,
     open: HashMap<String, OpenRecord>,
+    /// Entries in flight per shard.
+    busy: HashMap<String, usize>,
     ready: VecDeque<ReadyEntry>,
     in_flight: JoinSet<PutCall>,
 }
@@ -292,6 +320,7 @@ impl Batcher {
             shard_map: None,
             shard_map_at: Instant::now(),
             open: HashMap::new(),
+            busy: HashMap::new(),
             ready: VecDeque::new(),
             in_flight: JoinSet::new(),
         }
@@ -391,13 +420,18 @@ impl Batcher {
         let open = self
             .open
             .entry(shard.clone())
-            .or_insert_with(|| OpenRecord {
-                aggregator: Aggregator::new(max),
-                members: Vec::new(),
-                opened_at: Instant::now(),
-            });
+            .or_insert_with(|| OpenRecord::new(max));
         match open.aggregator.try_add(&record.partition_key, &record.data) {
-            Ok(()) => push_member(&mut open.members, ack),
+            Ok(()) => {
+                let outer_key = open
+                    .records
+                    .first()
+                    .map_or(record.partition_key.len(), |(r, _, _)| {
+                        r.partition_key.len()
+                    });
+                let billed = open.aggregator.size_bytes() + outer_key;
+                open.records.push((record, ack.clone(), billed));
+            }
             Err(AddError::Full) => {
                 self.seal(&shard);
                 return self.add_record(shard, record, ack);
@@ -413,6 +447,38 @@ impl Batcher {
         }
     }
 
+    /// Seals an aggregate whose linger is over. Kinesis bills each record in whole 25 KB
+    /// units, so an aggregate just past a unit boundary is cut there: the records up to the
+    /// last full unit are sealed, the rest wait in a fresh aggregate for one more linger.
+    /// Under steady load that keeps billed units within a few percent of the bytes sent.
+    fn seal_lingered(&mut self, shard: &str) {
+        let Some(open) = self.open.get(shard) else {
+            return;
+        };
+        let aligned = open.billed_bytes() / PUT_PAYLOAD_UNIT_BYTES * PUT_PAYLOAD_UNIT_BYTES;
+        let cut = open
+            .records
+            .iter()
+            .rposition(|(_, _, billed)| *billed <= aligned);
+        match cut {
+            Some(last) if aligned > 0 && last + 1 < open.records.len() => {
+                let Some(open) = self.open.remove(shard) else {
+                    return;
+                };
+                let mut head = open.records;
+                let tail = head.split_off(last + 1);
+                for (record, ack, _) in head {
+                    self.add_record(shard.to_owned(), record, &ack);
+                }
+                self.seal(shard);
+                for (record, ack, _) in tail {
+                    self.add_record(shard.to_owned(), record, &ack);
+                }
+            }
+            _ => self.seal(shard),
+        }
+    }
+
     fn seal(&mut self, shard: &str) {
         let Some(mut open) = self.open.remove(shard) else {
             return;
@@ -420,18 +486,23 @@ impl Batcher {
         let Some(record) = open.aggregator.finish() else {
             return;
         };
+        let mut members = Vec::new();
+        for (_, ack, _) in &open.records {
+            push_member(&mut members, ack);
+        }
         let explicit_hash_key = self
             .shard_map
             .as_ref()
             .and_then(|m| m.explicit_hash_key_for(shard));
         self.metrics.record_sealed(record.user_records);
         self.ready.push_back(ReadyEntry {
+            shard: shard.to_owned(),
             entry: PutEntry {
                 partition_key: record.partition_key,
                 explicit_hash_key,
                 data: record.data,
             },
-            members: std::mem::take(&mut open.members),
+            members,
             attempts: 0,
             not_before: Instant::now(),
         });
@@ -443,16 +514,23 @@ impl Batcher {
         let lingered: Vec<String> = self
             .open
             .iter()
-            .filter(|(_, o)| closing || now >= o.opened_at + self.options.linger)
+            .filter(|(shard, o)| closing || now >= self.seal_at(shard, o))
             .map(|(k, _)| k.clone())
             .collect();
         for shard in lingered {
-            self.seal(&shard);
+            if closing {
+                self.seal(&shard);
+            } else {
+                self.seal_lingered(&shard);
+            }
         }
         while self.in_flight.len() < self.options.max_in_flight {
             let batch = self.take_batch(now);
             if batch.is_empty() {
                 break;
+            }
+            for entry in &batch {
+                *self.busy.entry(entry.shard.clone()).or_default() += 1;
             }
             let writer = self.writer.clone();
             self.in_flight.spawn(async move {
@@ -466,6 +544,17 @@ impl Batcher {
                 }
             });
         }
+    }
+
+    /// When an open aggregate is sealed: after the linger, or, while a put to its shard is in
+    /// flight, after the longer `max_linger`, so records arriving meanwhile join it.
+    fn seal_at(&self, shard: &str, open: &OpenRecord) -> Instant {
+        let wait = if self.busy.contains_key(shard) {
+            self.options.max_linger
+        } else {
+            self.options.linger
+        };
+        open.opened_at + wait
     }
 
     /// Takes due entries up to the API limits, leaving entries still in backoff.
@@ -499,6 +588,14 @@ impl Batcher {
         }: PutCall,
     ) {
         self.metrics.put_finished(took, result.is_ok());
+        for entry in &entries {
+            if let Some(n) = self.busy.get_mut(&entry.shard) {
+                *n -= 1;
+                if *n == 0 {
+                    self.busy.remove(&entry.shard);
+                }
+            }
+        }
         let outcomes = match result {
             Ok(outcomes) if outcomes.len() == entries.len() => {
                 self.healthy.store(true, Ordering::Relaxed);

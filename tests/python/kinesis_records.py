@@ -22,7 +22,7 @@ from aws_kinesis_agg.aggregator import RecordAggregator
 from aws_kinesis_agg.deaggregator import deaggregate_records
 
 # Small enough that a few hundred events make several aggregates.
-AGGREGATE_BYTES = 32 * 1024
+AGGREGATE_BYTES = 16 * 1024
 
 
 def aggregate(in_path):

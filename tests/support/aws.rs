@@ -65,7 +65,7 @@ impl AwsPipeline {
             std::fs::read_to_string(repo().join("examples/pipelines/acme-video.yaml")).unwrap();
         let yaml = example
             .replace("name: ads-acme-video", &format!("name: {stream}"))
-            .replace(&format!("shards: 2"), &format!("shards: {shards}"))
+            .replace(&"shards: 2".to_owned(), &format!("shards: {shards}"))
             .replace("bucket: ads-lake", &format!("bucket: {bucket}"))
             .replace("catalog: {database: ads, table: events}", &format!("catalog: {{database: {database}, table: events}}\n    leaseTable: {stream}-leases"));
         let file = dir.join("acme-video.yaml");
@@ -227,5 +227,88 @@ impl AwsPipeline {
                 .map(|p| p.values().to_vec())
                 .collect()
         })
+    }
+}
+
+/// The metrics page of a receiver [`AwsPipeline::receiver`] started (its `--metrics-listen`).
+pub fn receiver_metrics(receiver: &Process) -> String {
+    let at = receiver
+        .args
+        .iter()
+        .position(|a| a == "--metrics-listen")
+        .unwrap();
+    format!("http://{}/metrics", receiver.args[at + 1])
+}
+
+/// A Kinesis record as stored: partition key and data.
+pub type StoredRecord = (String, Vec<u8>);
+
+impl AwsPipeline {
+    /// Every record on the stream, read from the start of each shard (closed ones too) with
+    /// GetShardIterator `TRIM_HORIZON` and GetRecords, straight from moto.
+    pub fn stream_records(&self) -> Vec<StoredRecord> {
+        use aws_sdk_kinesis::types::ShardIteratorType;
+        self.runtime.block_on(async {
+            let shards = self
+                .kinesis
+                .list_shards()
+                .stream_name(&self.stream)
+                .send()
+                .await
+                .unwrap();
+            let mut records = Vec::new();
+            for shard in shards.shards() {
+                let mut iterator = self
+                    .kinesis
+                    .get_shard_iterator()
+                    .stream_name(&self.stream)
+                    .shard_id(shard.shard_id())
+                    .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                    .send()
+                    .await
+                    .unwrap()
+                    .shard_iterator;
+                while let Some(current) = iterator {
+                    let page = self
+                        .kinesis
+                        .get_records()
+                        .shard_iterator(current)
+                        .send()
+                        .await
+                        .unwrap();
+                    if page.records().is_empty() {
+                        break;
+                    }
+                    records.extend(page.records().iter().map(|r| {
+                        (
+                            r.partition_key().unwrap().to_owned(),
+                            r.data().as_ref().to_vec(),
+                        )
+                    }));
+                    iterator = page.next_shard_iterator;
+                }
+            }
+            records
+        })
+    }
+
+    /// Writes `records` (partition key, explicit hash key, data) straight to the stream as
+    /// another producer would, one `PutRecord` call per record, straight to moto.
+    pub fn put_records(&self, records: &[(String, Option<String>, Vec<u8>)]) {
+        use aws_sdk_kinesis::primitives::Blob;
+        self.runtime.block_on(async {
+            for (key, explicit_hash_key, data) in records {
+                let answer = self
+                    .kinesis
+                    .put_record()
+                    .stream_name(&self.stream)
+                    .partition_key(key)
+                    .set_explicit_hash_key(explicit_hash_key.clone())
+                    .data(Blob::new(data.clone()))
+                    .send()
+                    .await;
+                answer.unwrap();
+            }
+        });
     }
 }
