@@ -14,34 +14,6 @@ use arrow::datatypes::{DataType, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use support::*;
 
-/// The contract's columns, in order.
-const COLUMNS: [&str; 24] = [
-    "event_id",
-    "partner",
-    "event_type",
-    "event_time",
-    "received_at",
-    "ad_session_id",
-    "campaign_id",
-    "placement_id",
-    "creative_id",
-    "publisher_id",
-    "page_url",
-    "user_agent",
-    "ip",
-    "country",
-    "region",
-    "city",
-    "device_type",
-    "os",
-    "browser",
-    "in_view_ms",
-    "price_micros",
-    "currency",
-    "consent",
-    "attributes",
-];
-
 /// One row of the lake, as much of it as the tests look at.
 #[derive(Debug, Clone)]
 struct Row {

@@ -146,9 +146,23 @@ where
     let Some(partner) = state.partners.get(partner) else {
         return ApiError::NotFound(format!("unknown partner `{partner}`")).into_response();
     };
+    let sent_body = request.headers.contains_key(http::header::CONTENT_LENGTH)
+        || request
+            .headers
+            .contains_key(http::header::TRANSFER_ENCODING);
     let response = match serve(state, partner, route, &request, body).await {
         Ok(response) => response,
-        Err(error) => error.into_response(),
+        Err(error) => {
+            let close = sent_body && error.may_leave_body_unread();
+            let mut response = error.into_response();
+            if close {
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            response
+        }
     };
     let route_label = if partner.format.serves(route) {
         route

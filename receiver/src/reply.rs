@@ -98,6 +98,20 @@ impl ApiError {
         }
     }
 
+    /// Whether this refusal can come before the body was read. A client that sent a body
+    /// must then not reuse the connection: its unread bytes would be taken for the next
+    /// request.
+    pub fn may_leave_body_unread(&self) -> bool {
+        matches!(
+            self,
+            ApiError::PayloadTooLarge { .. }
+                | ApiError::RateLimited(_)
+                | ApiError::NotFound(_)
+                | ApiError::MethodNotAllowed(_)
+                | ApiError::Unavailable(_)
+        )
+    }
+
     /// The response: a JSON body with the reason, and `Retry-After` where waiting helps.
     pub fn into_response(self) -> Response {
         let status = self.status();

@@ -325,6 +325,11 @@ async fn oversize_wrong_type_and_broken_json_get_their_statuses() {
     )
     .await;
     assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.headers()["connection"],
+        "close",
+        "the unread body must not be taken for the next request"
+    );
     assert!(
         json_body(&r)["reason"]
             .as_str()

@@ -12,6 +12,34 @@ use adpipe_core::auth::sign;
 
 pub mod aws;
 
+/// The contract's Parquet columns (and stream keys), in order, copied from the design brief.
+pub const COLUMNS: [&str; 24] = [
+    "event_id",
+    "partner",
+    "event_type",
+    "event_time",
+    "received_at",
+    "ad_session_id",
+    "campaign_id",
+    "placement_id",
+    "creative_id",
+    "publisher_id",
+    "page_url",
+    "user_agent",
+    "ip",
+    "country",
+    "region",
+    "city",
+    "device_type",
+    "os",
+    "browser",
+    "in_view_ms",
+    "price_micros",
+    "currency",
+    "consent",
+    "attributes",
+];
+
 /// The example pipelines' demo secrets.
 pub const ACME_SECRET: &str = "demo-acme-video-secret";
 pub const PIXEL_SECRET: &str = "demo-pixelco-secret";
