@@ -37,14 +37,6 @@ const REQUIRED_KEYS: [&str; 5] = [
     "received_at",
 ];
 
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 /// Posts `count` acme-video events tagged `tag` in durable batches of `batch` from
 /// `senders` threads; returns the ids, all of which were acknowledged.
 fn post_events(base: &str, tag: &str, count: usize, batch: usize, senders: usize) -> Vec<String> {
@@ -189,10 +181,15 @@ fn records_of_other_producers_land() {
         .map(|e| e["event_id"].as_str().unwrap().to_owned())
         .collect();
     let mut counts = BTreeMap::new();
-    wait_for("every event in S3", Duration::from_secs(120), || {
-        counts = pipeline.event_id_counts();
-        expected.iter().all(|id| counts.contains_key(id))
-    });
+    wait_for(
+        "every event in S3",
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || {
+            counts = pipeline.event_id_counts();
+            expected.iter().all(|id| counts.contains_key(id))
+        },
+    );
     assert!(worker.terminate().success(), "{}", worker.log());
 
     let counts = pipeline.event_id_counts();

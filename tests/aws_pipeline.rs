@@ -17,7 +17,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::aws::{AwsPipeline, metric};
 use support::*;
@@ -36,33 +36,17 @@ fn sender(
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
-        let url = format!("{base}/v1/acme-video/events");
         for request in 0.. {
             if stop.load(Ordering::SeqCst) {
                 break;
             }
             let ids: Vec<String> = (0..batch).map(|i| format!("{tag}-{request}-{i}")).collect();
-            let body: Vec<_> = ids.iter().map(|id| acme_event(id)).collect();
-            let response = post_signed(
-                &client,
-                &url,
-                "application/json",
-                serde_json::to_vec(&body).unwrap(),
-                ACME_SECRET,
-            );
+            let response = post_acme_batch(&client, &base, &ids);
             if response.status() == 200 {
                 acked.lock().unwrap().extend(ids);
             }
         }
     })
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]
@@ -78,16 +62,23 @@ fn every_acknowledged_event_lands_once_through_a_reshard_and_a_killed_worker() {
     let send = sender(base, "e2e", 10, acked.clone(), stop.clone());
     let acked_count = || acked.lock().unwrap().len();
 
-    wait_for("300 acknowledged events", Duration::from_secs(60), || {
-        acked_count() >= 300
-    });
+    wait_for(
+        "300 acknowledged events",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || acked_count() >= 300,
+    );
     pipeline.reshard(4);
-    wait_for("600 acknowledged events", Duration::from_secs(60), || {
-        acked_count() >= 600
-    });
+    wait_for(
+        "600 acknowledged events",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || acked_count() >= 600,
+    );
     wait_for(
         "worker-1 to own a child shard",
         Duration::from_secs(60),
+        Duration::from_millis(200),
         || metric(&worker1_metrics, "adpipe_deliverer_shards_owned") > 0.0,
     );
     worker1.kill();
@@ -97,6 +88,7 @@ fn every_acknowledged_event_lands_once_through_a_reshard_and_a_killed_worker() {
     wait_for(
         "worker-2 to deliver worker-1's shards",
         Duration::from_secs(120),
+        Duration::from_millis(200),
         || {
             let counts = pipeline.event_id_counts();
             before_kill.iter().all(|id| counts.contains_key(id))
@@ -107,6 +99,7 @@ fn every_acknowledged_event_lands_once_through_a_reshard_and_a_killed_worker() {
     wait_for(
         "600 more acknowledged events",
         Duration::from_secs(60),
+        Duration::from_millis(200),
         || acked_count() >= target,
     );
     stop.store(true, Ordering::SeqCst);
@@ -117,6 +110,7 @@ fn every_acknowledged_event_lands_once_through_a_reshard_and_a_killed_worker() {
     wait_for(
         "every acknowledged event in S3",
         Duration::from_secs(180),
+        Duration::from_millis(200),
         || {
             counts = pipeline.event_id_counts();
             acked.iter().all(|id| counts.contains_key(id))

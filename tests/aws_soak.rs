@@ -64,7 +64,6 @@ fn sender(
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap();
-        let url = format!("{base}/v1/acme-video/events");
         for request in 0.. {
             if count.load(Ordering::SeqCst) >= EVENTS {
                 break;
@@ -72,14 +71,7 @@ fn sender(
             let ids: Vec<String> = (0..BATCH)
                 .map(|i| format!("soak{tag}-{request}-{i}"))
                 .collect();
-            let body: Vec<_> = ids.iter().map(|id| acme_event(id)).collect();
-            let response = post_signed(
-                &client,
-                &url,
-                "application/json",
-                serde_json::to_vec(&body).unwrap(),
-                ACME_SECRET,
-            );
+            let response = post_acme_batch(&client, &base, &ids);
             if response.status() != 200 {
                 continue;
             }
@@ -101,25 +93,6 @@ fn sender(
             acked.lock().unwrap().extend(accepted);
         }
     })
-}
-
-fn wait_for(what: &str, timeout: Duration, poll: Duration, mut done: impl FnMut() -> bool) {
-    assert!(
-        poll_until(timeout, poll, &mut done),
-        "timed out waiting for {what}"
-    );
-}
-
-/// Polls `done` until it holds or `timeout` passed; says whether it held.
-fn poll_until(timeout: Duration, poll: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(poll);
-    }
-    true
 }
 
 /// Every event id on the stream, read back from the start of every shard.

@@ -236,6 +236,42 @@ impl Local {
     }
 }
 
+/// Polls `done` every `poll` until it holds, failing the test after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, poll: Duration, mut done: impl FnMut() -> bool) {
+    assert!(
+        poll_until(timeout, poll, &mut done),
+        "timed out waiting for {what}"
+    );
+}
+
+/// Polls `done` every `poll` until it holds or `timeout` passed; says whether it held.
+pub fn poll_until(timeout: Duration, poll: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(poll);
+    }
+    true
+}
+
+/// POSTs one signed acme-video batch of events with these ids.
+pub fn post_acme_batch(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    ids: &[String],
+) -> reqwest::blocking::Response {
+    let body: Vec<_> = ids.iter().map(|id| acme_event(id)).collect();
+    post_signed(
+        client,
+        &format!("{base}/v1/acme-video/events"),
+        "application/json",
+        serde_json::to_vec(&body).unwrap(),
+        ACME_SECRET,
+    )
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
