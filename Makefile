@@ -5,12 +5,18 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/adpipe/target
 export ADPIPE_VENV ?= $(HOME)/.cache/adpipe/venv
 CARGO ?= cargo
 
-.PHONY: test unit-test lint fmt python-env bench aws-up aws-down
+.PHONY: test unit-test lint fmt python-env bench aws-up aws-down cluster-up cluster-down cluster-build
 
-## Every test, real components included (a Python virtualenv with DuckDB, pyarrow and
-## aws-kinesis-agg is set up on first use).
-test: python-env
-	$(CARGO) test --workspace --features adpipe/external-tests --features adpipe-leases/external-tests --features adpipe-aws/external-tests
+# Every feature that turns on tests against real components.
+REAL_TESTS := --features adpipe/external-tests --features adpipe-leases/external-tests \
+	--features adpipe-aws/external-tests --features adpipe-operator/cluster-tests \
+	--features adpipe-testkit/cluster-tests
+
+## Every test, real components included: a Python virtualenv with moto, DuckDB, pyarrow and
+## aws-kinesis-agg, and a Kubernetes control plane built from Go modules, both set up on
+## first use and cached under ~/.cache/adpipe.
+test: python-env cluster-build
+	$(CARGO) test --workspace $(REAL_TESTS)
 
 ## Tests that need nothing but Rust (what `cargo test` runs offline).
 unit-test:
@@ -19,7 +25,7 @@ unit-test:
 ## Formatting and clippy, as CI enforces them.
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets --features adpipe/external-tests --features adpipe-leases/external-tests --features adpipe-aws/external-tests -- -D warnings
+	$(CARGO) clippy --workspace --all-targets $(REAL_TESTS) -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
@@ -40,3 +46,17 @@ aws-down:
 ## bench/results/latest.md records the last run that was written up.
 bench:
 	$(CARGO) bench -p adpipe-bench
+
+## A real Kubernetes control plane on 127.0.0.1 (etcd, apiserver, controllers, scheduler, kwok
+## fake nodes), built from Go modules into ~/.cache/adpipe/k8s on first use; prints the
+## environment to use: eval "$$(make -s cluster-up)".
+cluster-up:
+	@bash scripts/cluster/cluster.sh up
+
+## Stops the cluster cluster-up started and removes its state.
+cluster-down:
+	@bash scripts/cluster/cluster.sh down
+
+## Builds (once) the control-plane binaries, kubectl and helm into ~/.cache/adpipe/k8s.
+cluster-build:
+	@bash scripts/cluster/build.sh

@@ -4,13 +4,16 @@
 //!   with DuckDB, pyarrow, aws-kinesis-agg and moto;
 //! * [`Moto`]: a moto server (through `scripts/moto_server.py`, which brings moto's Kinesis
 //!   resharding in line with AWS) on a free port, stopped when the test process ends;
-//! * [`fault_proxy`]: throttling, partial `PutRecords` failures and S3 `503`s in front of moto.
+//! * [`fault_proxy`]: throttling, partial `PutRecords` failures and S3 `503`s in front of moto;
+//! * [`cluster`]: a real Kubernetes control plane (etcd, apiserver, controllers, scheduler, kwok
+//!   fake nodes) started by `scripts/cluster/cluster.sh`, stopped when the test process ends.
 //!
 //! Only tests use this crate; a failure to set something up panics with what to do.
 
 // Test support: a panic is a failed test, with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod cluster;
 pub mod fault_proxy;
 
 use std::fs::File;
