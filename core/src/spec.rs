@@ -66,6 +66,10 @@ pub struct DocumentMeta {
 pub struct PartnerPipelineSpec {
     /// The partner's name, a DNS label (lower-case letters, digits and `-`, at most 63
     /// characters). It appears in URLs (`/v1/{partner}/…`), object keys and metric labels.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub partner: String,
     /// What the partner sends and how requests are authenticated.
     pub source: SourceSpec,
@@ -116,7 +120,7 @@ pub enum TimeFormat {
 
 /// Request authentication. The secret itself never appears in the spec: it is read from
 /// the referenced Kubernetes Secret, mounted as a file.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum AuthSpec {
     /// Anyone may send.
@@ -149,6 +153,32 @@ impl AuthSpec {
     }
 }
 
+/// A Kubernetes structural schema cannot hold one object shape per variant, so the schema
+/// is the union: a `type` and an optional `secretRef`, which the CRD's CEL rules require for
+/// the schemes that need a secret.
+impl JsonSchema for AuthSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AuthSpec".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let secret_ref = generator.subschema_for::<SecretRef>();
+        schemars::json_schema!({
+            "description": "How each request proves it comes from the partner.",
+            "type": "object",
+            "required": ["type"],
+            "properties": {
+                "type": {
+                    "description": "`none`: anyone may send. `api-key`: header `X-Api-Key: <secret>` or `Authorization: Bearer <secret>`. `hmac-sha256`: header `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>`; for pixels a `sig` query parameter over the query string without `sig`.",
+                    "type": "string",
+                    "enum": ["none", "api-key", "hmac-sha256"]
+                },
+                "secretRef": secret_ref
+            }
+        })
+    }
+}
+
 /// A key of a Kubernetes Secret in the pipeline's namespace.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -171,9 +201,11 @@ pub struct ReceiverSpec {
         default = "default_target_cpu",
         rename = "targetCPUUtilizationPercentage"
     )]
+    #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization_percentage: u32,
     /// Largest accepted request body; larger bodies get `413`.
     #[serde(default = "default_max_body_bytes")]
+    #[schemars(range(min = 1, max = crate::validate::MAX_BODY_BYTES_LIMIT))]
     pub max_body_bytes: u64,
     /// When the receiver answers: after Kinesis accepted the events, or at once.
     #[serde(default)]
@@ -213,8 +245,10 @@ fn default_max_body_bytes() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct ReplicaRange {
     /// Fewest replicas; at least 1.
+    #[schemars(range(min = 1))]
     pub min: u32,
     /// Most replicas; at least `min`.
+    #[schemars(range(min = 1))]
     pub max: u32,
 }
 
@@ -272,15 +306,18 @@ pub struct IngressSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StreamSpec {
     /// Stream name: 1–128 characters of letters, digits, `_`, `.` and `-`.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[a-zA-Z0-9_.-]+$"))]
     pub name: String,
     /// Whether adpipe creates and resizes the stream, or only uses an existing one.
     #[serde(default = "default_true")]
     pub create: bool,
     /// Provisioned shard count; omit for on-demand capacity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
     pub shards: Option<u32>,
     /// How long records stay readable, 24 to 8760 hours.
     #[serde(default = "default_retention_hours")]
+    #[schemars(range(min = 24, max = 8760))]
     pub retention_hours: u32,
     /// What happens to the stream when the pipeline is deleted.
     #[serde(default)]
@@ -368,13 +405,12 @@ impl JsonSchema for DelivererReplicas {
     }
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        // The only union a Kubernetes structural schema allows; the CRD adds a CEL rule for
+        // `auto` and the lower bound.
         schemars::json_schema!({
             "description": "`auto` (one worker per open shard) or a fixed number of workers.",
             "x-kubernetes-int-or-string": true,
-            "anyOf": [
-                {"type": "integer", "minimum": 0},
-                {"type": "string", "enum": ["auto"]}
-            ]
+            "anyOf": [{"type": "integer"}, {"type": "string"}]
         })
     }
 }

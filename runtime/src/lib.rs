@@ -93,8 +93,23 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Serves `GET /metrics` (Prometheus text format) and `GET /healthz` on `listener` until the
-/// task is dropped. `refresh` runs before each scrape, to set gauges read at scrape time.
+/// This machine's name: the pod name inside Kubernetes, which makes it a good default identity
+/// for leases.
+pub fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| format!("process-{}", std::process::id()))
+}
+
+/// Serves `GET /metrics` (Prometheus text format), `GET /healthz` and `GET /readyz` on
+/// `listener` until the task is dropped. Readiness here means the process serves; workloads
+/// with a richer notion of ready (the receiver) answer it on their own port. `refresh` runs before each scrape, to set gauges read at scrape time.
 pub async fn serve_metrics(
     listener: TcpListener,
     registry: prometheus::Registry,
@@ -109,6 +124,8 @@ pub async fn serve_metrics(
         warp::reply::with_header(text, "content-type", prometheus::TEXT_FORMAT).into_response()
     });
     let health = warp::path!("healthz")
+        .or(warp::path!("readyz"))
+        .unify()
         .and(warp::get())
         .map(|| String::from("ok").into_response());
     // NOTE: boxing erases the filter's type, which rustc otherwise cannot prove `Send` for

@@ -57,18 +57,6 @@ fn lease_table(doc: &PipelineDocument) -> String {
     }
 }
 
-fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-        })
-        .unwrap_or_else(|| format!("worker-{}", std::process::id()))
-}
-
 async fn run(args: Args) -> anyhow::Result<()> {
     let Args {
         pipeline,
@@ -80,7 +68,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } = args;
     let doc = adpipe_core::validate::load_single(&pipeline)?;
     let spec = &doc.spec;
-    let worker_id = worker_id.unwrap_or_else(hostname);
+    let worker_id = worker_id.unwrap_or_else(adpipe_runtime::hostname);
     let config = adpipe_aws::config::load().await;
 
     let table = lease_table(&doc);

@@ -6,7 +6,8 @@
 //! update_shard_count ─▶ UpdateShardCount (UNIFORM_SCALING) ─▶ wait ACTIVE
 //! ```
 //!
-//! Both are idempotent. An existing stream keeps its capacity mode and shard count: resizing
+//! The operator never waits: it uses the `start_*` steps, [`set_retention`] and
+//! [`describe_stream`] and comes back later. All of these are idempotent. An existing stream keeps its capacity mode and shard count: resizing
 //! is an explicit `update_shard_count`.
 
 use std::time::Duration;
@@ -48,6 +49,22 @@ pub async fn create_stream(
     shards: Option<u32>,
     retention_hours: u32,
 ) -> Result<StreamSummary, StreamError> {
+    start_create_stream(client, name, shards).await?;
+    let summary = wait_until_active(client, name).await?;
+    if summary.retention_hours == retention_hours {
+        return Ok(summary);
+    }
+    set_retention(client, name, summary.retention_hours, retention_hours).await?;
+    wait_until_active(client, name).await
+}
+
+/// Asks Kinesis to create `name` and returns at once; the stream is CREATING until
+/// [`describe_stream`] says it is active. An existing stream is left as it is.
+pub async fn start_create_stream(
+    client: &Client,
+    name: &str,
+    shards: Option<u32>,
+) -> Result<(), StreamError> {
     let request = client.create_stream().stream_name(name);
     let request = match shards {
         Some(count) => request.shard_count(to_i32(count)),
@@ -59,18 +76,27 @@ pub async fn create_stream(
         ),
     };
     match request.send().await {
-        Ok(_) => {}
+        Ok(_) => Ok(()),
         Err(e)
             if e.as_service_error()
-                .is_some_and(|e| e.is_resource_in_use_exception()) => {}
-        Err(e) => return Err(classify("CreateStream", e)),
+                .is_some_and(|e| e.is_resource_in_use_exception()) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(classify("CreateStream", e)),
     }
-    let summary = wait_until_active(client, name).await?;
-    if summary.retention_hours == retention_hours {
-        return Ok(summary);
-    }
-    let hours = to_i32(retention_hours);
-    if retention_hours > summary.retention_hours {
+}
+
+/// Changes an ACTIVE stream's retention from `current` to `target` hours; the stream is
+/// UPDATING for a moment afterwards.
+pub async fn set_retention(
+    client: &Client,
+    name: &str,
+    current: u32,
+    target: u32,
+) -> Result<(), StreamError> {
+    let hours = to_i32(target);
+    if target > current {
         client
             .increase_stream_retention_period()
             .stream_name(name)
@@ -78,7 +104,7 @@ pub async fn create_stream(
             .send()
             .await
             .map_err(|e| classify("IncreaseStreamRetentionPeriod", e))?;
-    } else {
+    } else if target < current {
         client
             .decrease_stream_retention_period()
             .stream_name(name)
@@ -87,7 +113,45 @@ pub async fn create_stream(
             .await
             .map_err(|e| classify("DecreaseStreamRetentionPeriod", e))?;
     }
-    wait_until_active(client, name).await
+    Ok(())
+}
+
+/// Asks Kinesis to reshard an ACTIVE provisioned stream to `target` open shards (uniform
+/// hash key ranges) and returns at once. Kinesis allows at most doubling or halving per call.
+pub async fn start_update_shard_count(
+    client: &Client,
+    name: &str,
+    target: u32,
+) -> Result<(), StreamError> {
+    client
+        .update_shard_count()
+        .stream_name(name)
+        .target_shard_count(to_i32(target))
+        .scaling_type(ScalingType::UniformScaling)
+        .send()
+        .await
+        .map_err(|e| classify("UpdateShardCount", e))?;
+    Ok(())
+}
+
+/// Deletes the stream and its data; a stream that is already gone is not an error.
+pub async fn delete_stream(client: &Client, name: &str) -> Result<(), StreamError> {
+    match client
+        .delete_stream()
+        .stream_name(name)
+        .enforce_consumer_deletion(true)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(classify("DeleteStream", e)),
+    }
 }
 
 /// Reshards a provisioned stream to `target` open shards with uniform hash key ranges and
@@ -102,14 +166,7 @@ pub async fn update_shard_count(
     if summary.open_shards == target {
         return Ok(summary);
     }
-    client
-        .update_shard_count()
-        .stream_name(name)
-        .target_shard_count(to_i32(target))
-        .scaling_type(ScalingType::UniformScaling)
-        .send()
-        .await
-        .map_err(|e| classify("UpdateShardCount", e))?;
+    start_update_shard_count(client, name, target).await?;
     wait_until_active(client, name).await
 }
 
