@@ -267,13 +267,13 @@ fn selector(pipeline: &str, component: Component) -> BTreeMap<String, String> {
     ])
 }
 
-/// The pipeline as the workloads read it: the file `adpipe validate` accepts.
-fn pipeline_file(
+/// The pipeline as a file: what the workloads read and `adpipe validate` checks.
+pub fn pipeline_document(
     pipeline: &PartnerPipeline,
     name: &str,
     namespace: &str,
-) -> Result<String, serde_yaml_ng::Error> {
-    serde_yaml_ng::to_string(&PipelineDocument {
+) -> PipelineDocument {
+    PipelineDocument {
         api_version: format!(
             "{}/{}",
             adpipe_core::spec::API_GROUP,
@@ -287,7 +287,15 @@ fn pipeline_file(
             annotations: BTreeMap::new(),
         },
         spec: pipeline.spec.0.clone(),
-    })
+    }
+}
+
+fn pipeline_file(
+    pipeline: &PartnerPipeline,
+    name: &str,
+    namespace: &str,
+) -> Result<String, serde_yaml_ng::Error> {
+    serde_yaml_ng::to_string(&pipeline_document(pipeline, name, namespace))
 }
 
 /// Pods roll when the pipeline file or the partner secret changes.

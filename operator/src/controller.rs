@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use adpipe_core::spec::{DocumentMeta, PipelineDocument};
 use adpipe_core::stream::StreamError;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -335,21 +334,7 @@ async fn cleanup(pipeline: &PartnerPipeline, ctx: &Context) -> Result<Action, Er
 /// What `adpipe validate` would say about this pipeline; the API server's schema catches
 /// most of it first.
 fn validation_problems(pipeline: &PartnerPipeline, name: &str, namespace: &str) -> Vec<String> {
-    let document = PipelineDocument {
-        api_version: format!(
-            "{}/{}",
-            adpipe_core::spec::API_GROUP,
-            adpipe_core::spec::API_VERSION
-        ),
-        kind: adpipe_core::spec::KIND.to_owned(),
-        metadata: DocumentMeta {
-            name: name.to_owned(),
-            namespace: Some(namespace.to_owned()),
-            labels: Default::default(),
-            annotations: Default::default(),
-        },
-        spec: pipeline.spec.0.clone(),
-    };
+    let document = crate::children::pipeline_document(pipeline, name, namespace);
     adpipe_core::validate::validate(&document)
         .iter()
         .map(ToString::to_string)

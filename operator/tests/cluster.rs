@@ -11,8 +11,9 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -151,6 +152,28 @@ fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Optio
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// `kubectl apply --dry-run=server` of `yaml`: what the API server would say, nothing stored.
+fn dry_run_apply(yaml: &str, args: &[&str]) -> Output {
+    let cluster = Cluster::shared();
+    let mut apply = Command::new(cluster.bin_dir().join("kubectl"))
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig())
+        .args(["apply", "--dry-run=server", "-f", "-"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    apply.wait_with_output().unwrap()
 }
 
 fn namespace(prefix: &str) -> String {
@@ -478,23 +501,7 @@ async fn invalid_specs_are_refused_by_the_api_server_naming_the_field() {
             .map(|docs| adpipe_core::validate::validate(&docs[0]))
             .map_or_else(|errors| errors.len(), |errors| errors.len());
         assert!(offline > 0, "{case}: `adpipe validate` accepted it");
-        let mut apply = Command::new(Cluster::shared().bin_dir().join("kubectl"))
-            .arg("--kubeconfig")
-            .arg(Cluster::shared().kubeconfig())
-            .args(["apply", "--dry-run=server", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        apply
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(yaml.as_bytes())
-            .unwrap();
-        let output = apply.wait_with_output().unwrap();
+        let output = dry_run_apply(&yaml, &[]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             !output.status.success(),
@@ -720,23 +727,7 @@ async fn the_chart_lints_and_its_objects_apply_to_the_control_plane() {
     ]);
     let namespace = namespace("chart");
     let rendered = cluster.helm(&["template", "adpipe", chart, "--namespace", &namespace]);
-    let mut apply = Command::new(cluster.bin_dir().join("kubectl"))
-        .arg("--kubeconfig")
-        .arg(cluster.kubeconfig())
-        .args(["apply", "--dry-run=server", "-n", &namespace, "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    apply
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(rendered.as_bytes())
-        .unwrap();
-    let output = apply.wait_with_output().unwrap();
+    let output = dry_run_apply(&rendered, &["-n", &namespace]);
     assert!(
         output.status.success(),
         "the rendered chart does not apply: {}",
