@@ -575,6 +575,80 @@ async fn full_buffers_answer_503_with_retry_after_and_draining_fails_readiness()
 }
 
 #[tokio::test]
+async fn requests_beyond_the_in_flight_limit_answer_503_and_close_the_connection() {
+    let gate = Arc::new(Semaphore::new(0));
+    let mut h = harness_with(
+        pipeline("acme-video"),
+        ProducerOptions::default(),
+        Some(gate.clone()),
+    );
+    let state = Arc::into_inner(h.state).unwrap().with_request_limit(1);
+    h.state = Arc::new(state);
+    let body = serde_json::to_vec(&acme_event("held")).unwrap();
+    let signature = format!("sha256={}", sign(ACME_SECRET.as_bytes(), &body));
+    let routes = routes(h.state.clone());
+    let first = {
+        let routes = routes.clone();
+        let (body, signature) = (body.clone(), signature.clone());
+        tokio::spawn(async move {
+            warp::test::request()
+                .method("POST")
+                .path("/v1/acme-video/events")
+                .header("content-type", "application/json")
+                .header("x-hub-signature-256", signature)
+                .body(body)
+                .reply(&routes)
+                .await
+        })
+    };
+    let producer = h.state.partners().next().unwrap().producer.clone();
+    for _ in 0..1000 {
+        if producer.buffered_bytes() > 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        producer.buffered_bytes() > 0,
+        "the first request never reached the producer"
+    );
+
+    let refused = post_signed(
+        &h,
+        "/v1/acme-video/events",
+        "application/json",
+        &body,
+        ACME_SECRET,
+    )
+    .await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(refused.headers()["connection"], "close");
+    assert!(
+        json_body(&refused)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("in flight")
+    );
+
+    gate.add_permits(1000);
+    assert_eq!(first.await.unwrap().status(), 200);
+    let after = post_signed(
+        &h,
+        "/v1/acme-video/events",
+        "application/json",
+        &body,
+        ACME_SECRET,
+    )
+    .await;
+    assert_eq!(
+        after.status(),
+        200,
+        "the slot is free again once the first is answered"
+    );
+}
+
+#[tokio::test]
 async fn the_rate_limit_answers_429() {
     let mut doc = pipeline("acme-video");
     doc.spec.receiver.rate_limit = Some(adpipe_core::spec::RateLimit {
