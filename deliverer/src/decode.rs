@@ -14,6 +14,10 @@
 //! `partner=` partition it lands in. A
 //! generated `event_id` is derived from the record's position (shard, sequence, index), never
 //! random, so that replaying a range after a crash rewrites identical files.
+//!
+//! A user record is read in one pass ([`one_pass`]) when it is ordinary, which is what this
+//! crate spends most of its CPU on; anything else (an error, a repeated key) goes the careful
+//! way through a `serde_json::Value`, which gives the same events and names what is wrong.
 
 use adpipe_core::event::{AdEvent, EpochMillis, EventType};
 use adpipe_core::kpl;
@@ -22,6 +26,8 @@ use base64::Engine;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+
+mod one_pass;
 
 /// What one stream record turned into.
 #[derive(Debug, Default)]
@@ -141,6 +147,57 @@ fn error_entry(
 }
 
 fn parse_event(
+    shard_id: &str,
+    partner: &str,
+    record: &StreamRecord,
+    index: usize,
+    data: &[u8],
+) -> Result<AdEvent, (ErrorCategory, String)> {
+    match one_pass::parse(data) {
+        Some(fields) => Ok(complete(fields, shard_id, partner, record, index)),
+        None => parse_event_carefully(shard_id, partner, record, index, data),
+    }
+}
+
+/// Fills in what the user record left out, as [`parse_event_carefully`] does.
+fn complete(
+    fields: one_pass::Fields,
+    shard_id: &str,
+    partner: &str,
+    record: &StreamRecord,
+    index: usize,
+) -> AdEvent {
+    let received_at = fields.received_at.unwrap_or(record.arrived_at);
+    let event_id = match fields.event_id {
+        Some(id) if !id.is_empty() => id,
+        _ => derived_event_id(shard_id, record.sequence.as_str(), index, record.arrived_at),
+    };
+    let attributes = fields
+        .attributes
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(key, value)| match value {
+            Value::Null => None,
+            Value::String(text) => Some((key, text)),
+            other => Some((key, other.to_string())),
+        })
+        .collect();
+    AdEvent {
+        event_id,
+        partner: partner.to_owned(),
+        event_type: fields
+            .event_type
+            .unwrap_or_else(|| EventType::Custom.into()),
+        event_time: fields.event_time.unwrap_or(received_at),
+        received_at,
+        attributes,
+        ..fields.rest
+    }
+}
+
+/// Decodes through a `serde_json::Value`: slower, but it names the field that is wrong.
+/// Used for whatever [`one_pass`] leaves to it.
+fn parse_event_carefully(
     shard_id: &str,
     partner: &str,
     record: &StreamRecord,
@@ -337,6 +394,56 @@ mod tests {
             ("shardId-0", "3", "session-1")
         );
         assert_eq!(entry.data_base64, "bm90IGpzb24=");
+    }
+
+    #[test]
+    fn the_one_pass_and_careful_paths_agree() {
+        let receiver = br#"{"event_id":"66ee1354-f5b3-40c7-bb58-41715cec5bf6","partner":"acme-video","event_type":"impression","event_time":1795870798579,"received_at":1795870800000,"ad_session_id":"d61463bf07f4ebec","campaign_id":"cmp-015","placement_id":"plc-0000","creative_id":"crv-00125","user_agent":"Mozilla/5.0 (X11)","ip":"203.0.113.0","attributes":{"deal":"pmp-1024","vsize":"640x360"}}"#;
+        let every_column = br#"{"event_id":"e","event_type":"click","event_time":1,"received_at":2,"ad_session_id":"s","campaign_id":"c","placement_id":"p","creative_id":"cr","publisher_id":"pub","page_url":"https://x/\u00e9","user_agent":"ua","ip":"::","country":"DE","region":"BE","city":"Berlin","device_type":"tv","os":"o","browser":"b","in_view_ms":-5,"price_micros":9007199254740993,"currency":"EUR","consent":"CP","attributes":{"n":1.50,"b":false,"o":{"z":[1,{"y":null}],"a":"\""},"s":"\u00e9","x":null}}"#;
+        let ordinary: [&[u8]; 6] = [
+            receiver,
+            every_column,
+            br#"{}"#,
+            br#" { "event_id" : "" , "event_type" : null, "attributes": null, "ip": null } "#,
+            br#"{"event_type":"heartbeat","extra":{"deep":[1,2,{"x":"y"}]},"partner":42}"#,
+            br#"{"received_at":7,"attributes":{}}"#,
+        ];
+        let unusual: [&[u8]; 12] = [
+            br#"{"event_id":"a","event_id":"b"}"#,
+            br#"{"event_id":"a","event_id":null}"#,
+            br#"{"event\u005fid":"escaped"}"#,
+            br#"{"x":1,"x":2}"#,
+            br#"{"event_time":-0}"#,
+            br#"{"event_time":5.0}"#,
+            br#"{"event_time":1e400}"#,
+            br#"{"other":1e400}"#,
+            br#"{"other":"\ud800"}"#,
+            b"{\"other\":\"\xff\"}",
+            br#"{"event_time":"yesterday"}"#,
+            br#"[{"event_id":"a"}]"#,
+        ];
+        let deep = format!(r#"{{"other":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
+        let record = record(11, "unused");
+        let careful =
+            |data: &[u8]| parse_event_carefully("shardId-0", "acme-video", &record, 3, data);
+        for data in ordinary {
+            let fields = one_pass::parse(data)
+                .unwrap_or_else(|| panic!("{} is ordinary", String::from_utf8_lossy(data)));
+            let fast = complete(fields, "shardId-0", "acme-video", &record, 3);
+            assert_eq!(Ok(fast), careful(data), "{}", String::from_utf8_lossy(data));
+        }
+        for data in unusual.iter().copied().chain([deep.as_bytes()]) {
+            if let Some(fields) = one_pass::parse(data) {
+                let fast = complete(fields, "shardId-0", "acme-video", &record, 3);
+                assert_eq!(Ok(fast), careful(data), "{}", String::from_utf8_lossy(data));
+            }
+            assert_eq!(
+                parse_event("shardId-0", "acme-video", &record, 3, data),
+                careful(data),
+                "{}",
+                String::from_utf8_lossy(data)
+            );
+        }
     }
 
     #[test]

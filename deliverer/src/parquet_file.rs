@@ -25,6 +25,7 @@ use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::error::EncodeError;
 
@@ -32,6 +33,9 @@ use crate::error::EncodeError;
 const UTC: &str = "UTC";
 /// Name of the map's repeated entries group, as the Parquet spec's MAP logical type names it.
 const MAP_ENTRIES: &str = "key_value";
+
+/// Columns written without a dictionary: their values rarely repeat.
+const PLAIN_COLUMNS: [&str; 3] = ["event_id", "event_time", "received_at"];
 
 /// A string column and how to read it from an event.
 type StringColumn = (&'static str, fn(&AdEvent) -> Option<&str>);
@@ -126,7 +130,8 @@ fn attributes_type() -> DataType {
 pub fn record_batch(schema: &SchemaRef, events: &[AdEvent]) -> Result<RecordBatch, EncodeError> {
     let n = events.len();
     let strings = |get: &dyn Fn(&AdEvent) -> Option<&str>| -> ArrayRef {
-        let mut b = StringBuilder::with_capacity(n, n * 16);
+        let bytes = events.iter().map(|e| get(e).map_or(0, str::len)).sum();
+        let mut b = StringBuilder::with_capacity(n, bytes);
         events.iter().for_each(|e| b.append_option(get(e)));
         Arc::new(b.finish())
     };
@@ -201,10 +206,14 @@ impl ParquetFile {
     /// An empty file with the lake's schema and zstd compression.
     pub fn new() -> Result<ParquetFile, EncodeError> {
         let schema = schema();
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .build();
-        let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(properties))?;
+        let mut properties =
+            WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default()));
+        // NOTE: ids and times are (nearly) unique per row, so a dictionary only adds an index
+        // per value and the work of building it; plain values compress better with zstd.
+        for column in PLAIN_COLUMNS {
+            properties = properties.set_column_dictionary_enabled(ColumnPath::from(column), false);
+        }
+        let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(properties.build()))?;
         Ok(ParquetFile {
             schema,
             writer,
@@ -300,6 +309,17 @@ mod tests {
             assert_eq!(
                 column.compression(),
                 Compression::ZSTD(ZstdLevel::default())
+            );
+        }
+        for name in PLAIN_COLUMNS {
+            let column = row_group
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == name)
+                .unwrap();
+            assert!(
+                column.dictionary_page_offset().is_none(),
+                "{name} has no dictionary"
             );
         }
         let parquet_schema = meta.metadata().file_metadata().schema_descr();

@@ -1,0 +1,107 @@
+//! The common case of decoding a user record, in one pass: stream JSON straight into the
+//! fields of an [`AdEvent`], without building a `serde_json::Value` of the whole object first.
+//!
+//! ```text
+//! bytes ─▶ serde_json map visitor ─▶ Fields: known keys typed, other keys parsed and dropped
+//!              │ anything unusual: any error, a repeated or escaped key
+//!              ▼
+//!           None: the caller takes the careful path, which gives the exact error (or result)
+//! ```
+//!
+//! It accepts only what the careful path accepts, with the same result: every other key's
+//! value is still parsed as a `Value` (so bad UTF-8, numbers out of range and nesting past
+//! serde_json's limit fail here as they fail there), and known keys go through the same
+//! `Deserialize` impls the careful path ends up calling. A repeated known key (the careful
+//! path keeps the last) and a key written with escapes give `None`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use adpipe_core::event::{AdEvent, EpochMillis, EventTypeField};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+
+/// The keys of a user record, as written; absent and `null` alike are `None`.
+#[derive(Debug, Default)]
+pub(super) struct Fields {
+    pub(super) event_id: Option<String>,
+    pub(super) event_type: Option<EventTypeField>,
+    pub(super) event_time: Option<EpochMillis>,
+    pub(super) received_at: Option<EpochMillis>,
+    /// Attribute values as parsed; `None` values are the nulls.
+    pub(super) attributes: Option<BTreeMap<String, Value>>,
+    /// Every optional column, already in place; the fields above are left at their defaults.
+    pub(super) rest: AdEvent,
+}
+
+/// `data`'s fields, or `None` when the careful path must decide.
+pub(super) fn parse(data: &[u8]) -> Option<Fields> {
+    let mut de = serde_json::Deserializer::from_slice(data);
+    let fields = (&mut de).deserialize_map(FieldsVisitor).ok()?;
+    de.end().ok()?;
+    Some(fields)
+}
+
+struct FieldsVisitor;
+
+/// Reads the next value into `slot`, refusing a key seen before.
+fn once<'de, A, T>(map: &mut A, slot: &mut Option<T>, seen: &mut bool) -> Result<(), A::Error>
+where
+    A: MapAccess<'de>,
+    T: de::Deserialize<'de>,
+{
+    if std::mem::replace(seen, true) {
+        return Err(de::Error::custom("repeated key"));
+    }
+    *slot = map.next_value()?;
+    Ok(())
+}
+
+/// How many known keys there are (the `seen` flags).
+const KNOWN_KEYS: usize = 23;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        let mut f = Fields::default();
+        let mut seen = [false; KNOWN_KEYS];
+        let r = &mut f.rest;
+        while let Some(key) = map.next_key::<&'de str>()? {
+            match key {
+                "event_id" => once(&mut map, &mut f.event_id, &mut seen[0])?,
+                "event_type" => once(&mut map, &mut f.event_type, &mut seen[1])?,
+                "event_time" => once(&mut map, &mut f.event_time, &mut seen[2])?,
+                "received_at" => once(&mut map, &mut f.received_at, &mut seen[3])?,
+                "attributes" => once(&mut map, &mut f.attributes, &mut seen[4])?,
+                "ad_session_id" => once(&mut map, &mut r.ad_session_id, &mut seen[5])?,
+                "campaign_id" => once(&mut map, &mut r.campaign_id, &mut seen[6])?,
+                "placement_id" => once(&mut map, &mut r.placement_id, &mut seen[7])?,
+                "creative_id" => once(&mut map, &mut r.creative_id, &mut seen[8])?,
+                "publisher_id" => once(&mut map, &mut r.publisher_id, &mut seen[9])?,
+                "page_url" => once(&mut map, &mut r.page_url, &mut seen[10])?,
+                "user_agent" => once(&mut map, &mut r.user_agent, &mut seen[11])?,
+                "ip" => once(&mut map, &mut r.ip, &mut seen[12])?,
+                "country" => once(&mut map, &mut r.country, &mut seen[13])?,
+                "region" => once(&mut map, &mut r.region, &mut seen[14])?,
+                "city" => once(&mut map, &mut r.city, &mut seen[15])?,
+                "device_type" => once(&mut map, &mut r.device_type, &mut seen[16])?,
+                "os" => once(&mut map, &mut r.os, &mut seen[17])?,
+                "browser" => once(&mut map, &mut r.browser, &mut seen[18])?,
+                "in_view_ms" => once(&mut map, &mut r.in_view_ms, &mut seen[19])?,
+                "price_micros" => once(&mut map, &mut r.price_micros, &mut seen[20])?,
+                "currency" => once(&mut map, &mut r.currency, &mut seen[21])?,
+                "consent" => once(&mut map, &mut r.consent, &mut seen[22])?,
+                // NOTE: `partner` too: the pipeline's partner replaces it, whatever it holds.
+                _ => {
+                    map.next_value::<Value>()?;
+                }
+            }
+        }
+        Ok(f)
+    }
+}
