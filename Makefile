@@ -42,10 +42,12 @@ aws-up:
 aws-down:
 	@bash scripts/aws-down.sh
 
-## Micro-benchmarks of the hot paths (criterion; reports under $(CARGO_TARGET_DIR)/criterion);
-## bench/results/latest.md records the last run that was written up.
-bench:
-	$(CARGO) bench -p adpipe-bench
+## The comparison benchmark: adpipe's receiver against the Node.js reference design, the
+## codec and HTTP floors, overload, a run on moto, the deliverer against DuckDB and pyarrow,
+## the operator with 200 pipelines and the criterion micro-benchmarks; writes bench/results/
+## (BENCH_FLAGS=--quick for a smoke run).
+bench: python-env
+	$(ADPIPE_VENV)/bin/python bench/run.py $(BENCH_FLAGS)
 
 ## A real Kubernetes control plane on 127.0.0.1 (etcd, apiserver, controllers, scheduler, kwok
 ## fake nodes), built from Go modules into ~/.cache/adpipe/k8s on first use; prints the

@@ -1,0 +1,157 @@
+//! Where a delivered event's time goes: each step of the worker's path timed on its own,
+//! through the same library functions the worker calls, over the whole dataset.
+//!
+//! ```text
+//! read (EmbeddedStream) ─▶ kpl::deaggregate ─▶ decode::decode ─▶ Enricher (user agent, GeoIP)
+//!                                                              ─▶ ParquetFile (chunks of 8192)
+//! ```
+//!
+//! Also times the user-agent step memoised by user agent (what a cache in the enricher would
+//! cost), to size that fix. Wall-clock times on one thread: pin the process and run it on a
+//! quiet machine.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use adpipe_core::enrich::Enricher;
+use adpipe_core::event::AdEvent;
+use adpipe_core::kpl;
+use adpipe_core::spec::Enrichment;
+use adpipe_core::stream::{StartPosition, StreamReader, StreamRecord};
+use adpipe_deliverer::decode::decode;
+use adpipe_deliverer::parquet_file::ParquetFile;
+use adpipe_embedded::EmbeddedStream;
+use anyhow::{Context, ensure};
+
+use crate::deliver::READ_LIMIT;
+use crate::generate::{STREAM_DIR, read_meta};
+
+/// Rows handed to the Parquet writer at once, as the deliverer's batch does.
+const STAGED_ROWS: usize = 8192;
+
+/// Times every step over the dataset in `dir` and prints nanoseconds per event for each.
+pub async fn stages(dir: &Path, geoip: &Path) -> anyhow::Result<()> {
+    let meta = read_meta(dir).context("no dataset: run `deliverer-throughput generate` first")?;
+    let doc = crate::pipeline()?;
+    let spec = &doc.spec;
+    let stream = EmbeddedStream::open(
+        &dir.join(STREAM_DIR),
+        &spec.stream.name,
+        spec.stream.shards.unwrap_or(1),
+    )?;
+    let mut times = Vec::new();
+    let mut timed = |name: &'static str, started: Instant| {
+        times.push((name, started.elapsed().as_secs_f64()));
+    };
+
+    let started = Instant::now();
+    let records = read_all(&stream).await?;
+    timed("read the stream", started);
+
+    let started = Instant::now();
+    let mut user_records = 0;
+    for record in &records {
+        user_records += kpl::deaggregate(&record.data, &record.partition_key)?.len();
+    }
+    timed("de-aggregate (KPL)", started);
+    ensure!(
+        user_records as u64 == meta.events,
+        "the stream holds {user_records} events"
+    );
+
+    let started = Instant::now();
+    let mut events = Vec::with_capacity(user_records);
+    for record in &records {
+        events.extend(decode("shardId-000000000000", &spec.partner, record).events);
+    }
+    timed("de-aggregate + decode", started);
+
+    let user_agent = Enricher::new(&[Enrichment::UserAgent], None)?;
+    let geoip = Enricher::new(&[Enrichment::Geoip], Some(geoip))?;
+    let plain = events.clone();
+    let started = Instant::now();
+    events.iter_mut().for_each(|e| user_agent.enrich(e));
+    timed("enrich: user agent", started);
+
+    let mut memoised = plain.clone();
+    let started = Instant::now();
+    memoised_user_agent(&user_agent, &mut memoised);
+    timed("enrich: user agent, memoised", started);
+
+    let started = Instant::now();
+    events.iter_mut().for_each(|e| geoip.enrich(e));
+    timed("enrich: GeoIP", started);
+
+    let mut sizes = Vec::new();
+    for (name, rows) in [
+        ("Parquet, enriched rows", &events),
+        ("Parquet, plain rows", &plain),
+    ] {
+        let started = Instant::now();
+        let mut file = ParquetFile::new()?;
+        for chunk in rows.chunks(STAGED_ROWS) {
+            file.write(chunk)?;
+        }
+        let body = file.finish()?;
+        timed(name, started);
+        sizes.push((name, body.len() as f64 / rows.len() as f64));
+    }
+
+    for (name, seconds) in times {
+        println!(
+            "{name:32} {:7.0} ns/event",
+            seconds * 1e9 / meta.events as f64
+        );
+    }
+    for (name, bytes) in sizes {
+        println!("{name:32} {bytes:7.2} bytes/row");
+    }
+    Ok(())
+}
+
+async fn read_all(stream: &EmbeddedStream) -> anyhow::Result<Vec<StreamRecord>> {
+    let mut records = Vec::new();
+    for shard in StreamReader::shards(stream).await? {
+        let mut from = StartPosition::TrimHorizon;
+        loop {
+            let read = stream.read(&shard.id, &from, READ_LIMIT).await?;
+            let Some(last) = read.records.last() else {
+                break;
+            };
+            from = StartPosition::After(last.sequence.clone());
+            records.extend(read.records);
+        }
+    }
+    Ok(records)
+}
+
+/// The user-agent step with its result remembered per user agent.
+fn memoised_user_agent(enricher: &Enricher, events: &mut [AdEvent]) {
+    let mut known: HashMap<String, AdEvent> = HashMap::new();
+    for event in events {
+        let Some(agent) = event.user_agent.as_deref() else {
+            continue;
+        };
+        let found = match known.get(agent) {
+            Some(found) => found,
+            None => {
+                let mut parsed = AdEvent {
+                    user_agent: Some(agent.to_owned()),
+                    ..AdEvent::default()
+                };
+                enricher.enrich(&mut parsed);
+                known.entry(agent.to_owned()).or_insert(parsed)
+            }
+        };
+        for (slot, value) in [
+            (&mut event.device_type, &found.device_type),
+            (&mut event.os, &found.os),
+            (&mut event.browser, &found.browser),
+        ] {
+            if slot.is_none() {
+                slot.clone_from(value);
+            }
+        }
+    }
+}
