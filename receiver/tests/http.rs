@@ -496,32 +496,32 @@ async fn the_meta_handshake_echoes_the_challenge_only_for_the_right_token() {
     );
 }
 
-#[tokio::test]
-async fn full_buffers_answer_503_with_retry_after_and_draining_fails_readiness() {
-    let gate = Arc::new(Semaphore::new(0));
-    let options = ProducerOptions {
-        max_buffered_bytes: 300,
-        ..ProducerOptions::default()
-    };
-    let h = harness_with(pipeline("acme-video"), options, Some(gate.clone()));
-    let body = serde_json::to_vec(&acme_event("held")).unwrap();
-    let signature = format!("sha256={}", sign(ACME_SECRET.as_bytes(), &body));
-    let routes = routes(h.state.clone());
-    let first = {
-        let routes = routes.clone();
-        let (body, signature) = (body.clone(), signature.clone());
-        tokio::spawn(async move {
-            warp::test::request()
-                .method("POST")
-                .path("/v1/acme-video/events")
-                .header("content-type", "application/json")
-                .header("x-hub-signature-256", signature)
-                .body(body)
-                .reply(&routes)
-                .await
-        })
-    };
-    // Once the held request owns the budget, the next one cannot fit.
+/// Posts `body` signed, in a task of its own, and returns once the request is held in the
+/// producer (its stream's `gate` has no permits); the task answers when the gate opens.
+async fn post_held<F>(
+    h: &Harness,
+    routes: &F,
+    body: &[u8],
+) -> tokio::task::JoinHandle<http::Response<bytes::Bytes>>
+where
+    F: warp::Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let signature = format!("sha256={}", sign(ACME_SECRET.as_bytes(), body));
+    let (routes, body) = (routes.clone(), body.to_vec());
+    let held = tokio::spawn(async move {
+        warp::test::request()
+            .method("POST")
+            .path("/v1/acme-video/events")
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", signature)
+            .body(body)
+            .reply(&routes)
+            .await
+    });
     let producer = h.state.partners().next().unwrap().producer.clone();
     for _ in 0..1000 {
         if producer.buffered_bytes() > 0 {
@@ -531,8 +531,23 @@ async fn full_buffers_answer_503_with_retry_after_and_draining_fails_readiness()
     }
     assert!(
         producer.buffered_bytes() > 0,
-        "the first request never reached the producer"
+        "the held request never reached the producer"
     );
+    held
+}
+
+#[tokio::test]
+async fn full_buffers_answer_503_with_retry_after_and_draining_fails_readiness() {
+    let gate = Arc::new(Semaphore::new(0));
+    let options = ProducerOptions {
+        max_buffered_bytes: 300,
+        ..ProducerOptions::default()
+    };
+    let h = harness_with(pipeline("acme-video"), options, Some(gate.clone()));
+    let body = serde_json::to_vec(&acme_event("held")).unwrap();
+    let routes = routes(h.state.clone());
+    // Once the held request owns the budget, the next one cannot fit.
+    let first = post_held(&h, &routes, &body).await;
     let refused = post_signed(
         &h,
         "/v1/acme-video/events",
@@ -585,33 +600,8 @@ async fn requests_beyond_the_in_flight_limit_answer_503_and_close_the_connection
     let state = Arc::into_inner(h.state).unwrap().with_request_limit(1);
     h.state = Arc::new(state);
     let body = serde_json::to_vec(&acme_event("held")).unwrap();
-    let signature = format!("sha256={}", sign(ACME_SECRET.as_bytes(), &body));
     let routes = routes(h.state.clone());
-    let first = {
-        let routes = routes.clone();
-        let (body, signature) = (body.clone(), signature.clone());
-        tokio::spawn(async move {
-            warp::test::request()
-                .method("POST")
-                .path("/v1/acme-video/events")
-                .header("content-type", "application/json")
-                .header("x-hub-signature-256", signature)
-                .body(body)
-                .reply(&routes)
-                .await
-        })
-    };
-    let producer = h.state.partners().next().unwrap().producer.clone();
-    for _ in 0..1000 {
-        if producer.buffered_bytes() > 0 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert!(
-        producer.buffered_bytes() > 0,
-        "the first request never reached the producer"
-    );
+    let first = post_held(&h, &routes, &body).await;
 
     let refused = post_signed(
         &h,
