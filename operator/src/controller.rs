@@ -51,6 +51,11 @@ const READY_RECHECK: Duration = Duration::from_secs(300);
 const BACKOFF_START: Duration = Duration::from_secs(2);
 /// Retries never wait longer than this.
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Kinesis failures in a row before `StreamReady` turns False.
+const FAILURES_BEFORE_NOT_READY: u32 = 3;
+/// Ready pipelines' rechecks are spread over this much time, so hundreds of pipelines applied
+/// together do not all describe their streams in the same second five minutes later.
+const RECHECK_SPREAD: Duration = Duration::from_secs(60);
 /// Selects the objects this operator owns, so the watches cache nothing else.
 const OWNED_SELECTOR: &str = "app.kubernetes.io/managed-by=adpipe-operator";
 
@@ -169,6 +174,14 @@ fn error_policy(pipeline: Arc<PartnerPipeline>, error: &Error, ctx: Arc<Context>
     Action::requeue(backoff(failures))
 }
 
+/// [`READY_RECHECK`] plus a share of [`RECHECK_SPREAD`] fixed by the pipeline's uid.
+fn ready_recheck(pipeline: &PartnerPipeline) -> Duration {
+    let uid = pipeline.metadata.uid.as_deref().unwrap_or_default();
+    let digest = sha2::Sha256::digest(uid.as_bytes());
+    let share = u64::from(u16::from_be_bytes([digest[0], digest[1]]));
+    READY_RECHECK + RECHECK_SPREAD.mul_f64(share as f64 / f64::from(u16::MAX))
+}
+
 /// Exponential backoff: [`BACKOFF_START`] doubled per failure in a row, at most
 /// [`BACKOFF_MAX`].
 fn backoff(failures: u32) -> Duration {
@@ -213,13 +226,30 @@ async fn apply(pipeline: &PartnerPipeline, ctx: &Context) -> Result<Action, Erro
                 StreamError::Throttled(_) => Reason::StreamThrottled,
                 _ => Reason::StreamUnavailable,
             };
+            let failures = ctx.failures_in_a_row(&ObjectRef::from_obj(pipeline), true);
             let state = StreamState::Failed {
                 reason: reason.as_str(),
                 message: e.to_string(),
             };
-            (state, Some(reason))
+            (state, Some((reason, failures)))
         }
     };
+    // A call that failed once says little about the stream: the last judgement stands until
+    // the failures persist, so a throttled burst does not flap every pipeline's status.
+    let kept_stream_judgement = stream_problem
+        .filter(|(_, failures)| *failures < FAILURES_BEFORE_NOT_READY)
+        .and_then(|_| {
+            previous
+                .conditions
+                .iter()
+                .find(|c| c.type_ == status::STREAM_READY)
+        })
+        .map(|c| Judgement {
+            type_: status::STREAM_READY,
+            ok: c.status == "True",
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+        });
 
     let (secret_checksum, secret_judgement) = secret_checksum(pipeline, &namespace, ctx).await?;
     let observed = Observed {
@@ -247,7 +277,7 @@ async fn apply(pipeline: &PartnerPipeline, ctx: &Context) -> Result<Action, Erro
 
     let receiver_replicas = status::replicas(&receiver);
     let deliverer_replicas = status::replicas(&deliverer);
-    let stream_judgement = match &stream_state {
+    let stream_judgement = kept_stream_judgement.unwrap_or_else(|| match &stream_state {
         StreamState::Ready(summary) => Judgement::ok(
             status::STREAM_READY,
             "StreamActive",
@@ -262,7 +292,7 @@ async fn apply(pipeline: &PartnerPipeline, ctx: &Context) -> Result<Action, Erro
         | StreamState::Failed { reason, message } => {
             Judgement::not(status::STREAM_READY, reason, message.clone())
         }
-    };
+    });
     let receiver_judgement = secret_judgement.unwrap_or_else(|| {
         status::availability(
             status::RECEIVER_AVAILABLE,
@@ -302,13 +332,12 @@ async fn apply(pipeline: &PartnerPipeline, ctx: &Context) -> Result<Action, Erro
     };
     publish_status(pipeline, &previous, status, ctx).await?;
 
-    if let Some(reason) = stream_problem {
+    if let Some((reason, failures)) = stream_problem {
         ctx.metrics.failed(reason);
-        let failures = ctx.failures_in_a_row(&ObjectRef::from_obj(pipeline), true);
         return Ok(Action::requeue(backoff(failures)));
     }
     Ok(Action::requeue(if is_ready {
-        READY_RECHECK
+        ready_recheck(pipeline)
     } else {
         NOT_READY_RECHECK
     }))
@@ -471,6 +500,34 @@ fn key(pipeline: &PartnerPipeline) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ready_rechecks_are_spread_by_uid_within_a_minute() {
+        let at = |uid: &str| {
+            let mut pipeline = PartnerPipeline::new(
+                "p",
+                crate::crd::PipelineSpec(
+                    serde_yaml_ng::from_str::<PartnerPipeline>(include_str!(
+                        "../../examples/pipelines/acme-video.yaml"
+                    ))
+                    .unwrap()
+                    .spec
+                    .0,
+                ),
+            );
+            pipeline.metadata.uid = Some(uid.to_owned());
+            ready_recheck(&pipeline)
+        };
+        let (a, b) = (at("uid-a"), at("uid-b"));
+        assert_ne!(a, b);
+        for d in [a, b] {
+            assert!(
+                d >= READY_RECHECK && d <= READY_RECHECK + RECHECK_SPREAD,
+                "{d:?}"
+            );
+        }
+        assert_eq!(a, at("uid-a"), "the same pipeline keeps its slot");
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_cap() {
