@@ -153,10 +153,7 @@ async fn reconcile(pipeline: Arc<PartnerPipeline>, ctx: Arc<Context>) -> Result<
         other => Error::Finalizer(other.to_string()),
     });
     match &result {
-        Ok(_) => {
-            ctx.metrics.succeeded();
-            ctx.failures_in_a_row(&ObjectRef::from_obj(&*pipeline), false);
-        }
+        Ok(_) => ctx.metrics.succeeded(),
         Err(e) => ctx.metrics.failed(e.reason()),
     }
     result
@@ -333,9 +330,11 @@ async fn apply(pipeline: &PartnerPipeline, ctx: &Context) -> Result<Action, Erro
     publish_status(pipeline, &previous, status, ctx).await?;
 
     if let Some((reason, failures)) = stream_problem {
+        tracing::warn!(pipeline = %key(pipeline), reason = reason.as_str(), failures, "kinesis call failed; retrying");
         ctx.metrics.failed(reason);
         return Ok(Action::requeue(backoff(failures)));
     }
+    ctx.failures_in_a_row(&ObjectRef::from_obj(pipeline), false);
     Ok(Action::requeue(if is_ready {
         ready_recheck(pipeline)
     } else {
