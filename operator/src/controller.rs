@@ -12,7 +12,7 @@
 //! without telling us) and every few minutes once it is.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use adpipe_core::stream::StreamError;
@@ -141,9 +141,12 @@ async fn reconcile(pipeline: Arc<PartnerPipeline>, ctx: Arc<Context>) -> Result<
     let _timer = ctx.metrics.start();
     let namespace = pipeline.namespace().unwrap_or_default();
     let api: Api<PartnerPipeline> = Api::namespaced(ctx.client.clone(), &namespace);
+    // A failed Kinesis call does not fail the reconcile (the rest was applied and the status
+    // says what failed) but is counted as the error it is.
+    let stream_failure = OnceLock::new();
     let result = finalizer(&api, FINALIZER, pipeline.clone(), |event| async {
         match event {
-            finalizer::Event::Apply(pipeline) => apply(&pipeline, &ctx).await,
+            finalizer::Event::Apply(pipeline) => apply(&pipeline, &ctx, &stream_failure).await,
             finalizer::Event::Cleanup(pipeline) => cleanup(&pipeline, &ctx).await,
         }
     })
@@ -152,9 +155,10 @@ async fn reconcile(pipeline: Arc<PartnerPipeline>, ctx: Arc<Context>) -> Result<
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(other.to_string()),
     });
-    match &result {
-        Ok(_) => ctx.metrics.succeeded(),
-        Err(e) => ctx.metrics.failed(e.reason()),
+    match (&result, stream_failure.get()) {
+        (Err(e), _) => ctx.metrics.failed(e.reason()),
+        (Ok(_), Some(reason)) => ctx.metrics.failed(*reason),
+        (Ok(_), None) => ctx.metrics.succeeded(),
     }
     result
 }
@@ -188,7 +192,11 @@ fn backoff(failures: u32) -> Duration {
         .min(BACKOFF_MAX)
 }
 
-async fn apply(pipeline: &PartnerPipeline, ctx: &Context) -> Result<Action, Error> {
+async fn apply(
+    pipeline: &PartnerPipeline,
+    ctx: &Context,
+    stream_failure: &OnceLock<Reason>,
+) -> Result<Action, Error> {
     let name = pipeline.name_any();
     let namespace = pipeline.namespace().unwrap_or_default();
     let spec = &pipeline.spec.0;
@@ -331,7 +339,7 @@ async fn apply(pipeline: &PartnerPipeline, ctx: &Context) -> Result<Action, Erro
 
     if let Some((reason, failures)) = stream_problem {
         tracing::warn!(pipeline = %key(pipeline), reason = reason.as_str(), failures, "kinesis call failed; retrying");
-        ctx.metrics.failed(reason);
+        let _ = stream_failure.set(reason);
         return Ok(Action::requeue(backoff(failures)));
     }
     ctx.failures_in_a_row(&ObjectRef::from_obj(pipeline), false);
@@ -474,7 +482,7 @@ async fn publish_event(
     let event = Event {
         type_,
         reason: reason.to_owned(),
-        note: Some(note),
+        note: Some(shorten_note(note)),
         action: "Reconcile".to_owned(),
         secondary: None,
     };
@@ -488,6 +496,25 @@ async fn publish_event(
     }
 }
 
+/// The API server refuses an Event whose note is longer than this many bytes.
+const MAX_NOTE_BYTES: usize = 1024;
+
+/// Cuts `note` to [`MAX_NOTE_BYTES`] at a character boundary, marking the cut with `…`: a
+/// long Kinesis or validation message must not cost the Event.
+fn shorten_note(mut note: String) -> String {
+    const MARK: &str = "…";
+    if note.len() <= MAX_NOTE_BYTES {
+        return note;
+    }
+    let mut end = MAX_NOTE_BYTES - MARK.len();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    note.truncate(end);
+    note.push_str(MARK);
+    note
+}
+
 fn key(pipeline: &PartnerPipeline) -> String {
     format!(
         "{}/{}",
@@ -498,6 +525,26 @@ fn key(pipeline: &PartnerPipeline) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn event_notes_fit_the_api_servers_limit() {
+        assert_eq!(super::shorten_note("short".to_owned()), "short");
+        for filler in ["x", "é", "€", "𝄞"] {
+            let long = filler.repeat(2000);
+            let note = super::shorten_note(long.clone());
+            assert!(
+                note.len() <= super::MAX_NOTE_BYTES,
+                "{filler}: {} bytes",
+                note.len()
+            );
+            assert!(
+                note.len() > super::MAX_NOTE_BYTES - 8,
+                "{filler}: cut too short"
+            );
+            assert!(note.ends_with('…'));
+            assert!(long.starts_with(note.trim_end_matches('…')));
+        }
+    }
+
     use super::*;
 
     #[test]
