@@ -9,6 +9,11 @@ use clap::Parser;
 
 use args::{Cli, Command};
 
+/// mimalloc instead of glibc's malloc: the hot paths allocate many small, short-lived
+/// buffers per event, where glibc spent a fifth of the CPU (`bench/README.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     adpipe_runtime::init_logging(&cli.log);

@@ -10,8 +10,10 @@
 //! Encoding ([`Aggregator`]) writes each user record's protobuf bytes once, when it is added,
 //! into two buffers (the key table and the records); `finish` concatenates them behind the
 //! magic and appends the digest. The size of the finished record is known exactly before each
-//! add, so an aggregate never exceeds its budget. Decoding ([`deaggregate`]) passes a record
-//! without the magic through as one plain user record.
+//! add, so an aggregate never exceeds its budget. Decoding ([`deaggregate_shared`]) checks
+//! the digest once per aggregate and hands out each user record's data as a slice of the
+//! aggregate's buffer, not a copy; it passes a record without the magic through as one plain
+//! user record.
 
 use std::collections::HashMap;
 
@@ -71,9 +73,9 @@ mod proto {
         /// Index into `explicit_hash_key_table`.
         #[prost(uint64, optional, tag = "2")]
         pub explicit_hash_key_index: Option<u64>,
-        /// The user record's body.
-        #[prost(bytes = "vec", required, tag = "3")]
-        pub data: Vec<u8>,
+        /// The user record's body: a slice of the aggregate when decoded from `Bytes`.
+        #[prost(bytes = "bytes", required, tag = "3")]
+        pub data: bytes::Bytes,
         /// Free-form tags, which adpipe neither writes nor reads.
         #[prost(message, repeated, tag = "4")]
         pub tags: Vec<Tag>,
@@ -145,7 +147,8 @@ pub struct Aggregator {
     key_index: HashMap<String, u64>,
     /// The first user record's key, once there is one.
     first_key: Option<String>,
-    count: usize,
+    /// Where each user record ends in `keys` and `records`: what cutting needs.
+    ends: Vec<(usize, usize)>,
 }
 
 impl Aggregator {
@@ -158,7 +161,7 @@ impl Aggregator {
             records: Vec::new(),
             key_index: HashMap::new(),
             first_key: None,
-            count: 0,
+            ends: Vec::new(),
         }
     }
 
@@ -205,18 +208,18 @@ impl Aggregator {
         if self.first_key.is_none() {
             self.first_key = Some(partition_key.to_owned());
         }
-        self.count += 1;
+        self.ends.push((self.keys.len(), self.records.len()));
         Ok(())
     }
 
     /// How many user records are waiting.
     pub fn len(&self) -> usize {
-        self.count
+        self.ends.len()
     }
 
     /// Whether no user record is waiting.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.ends.is_empty()
     }
 
     /// The exact length of the data `finish` would return now (the outer partition key not
@@ -228,22 +231,30 @@ impl Aggregator {
     /// The aggregate of every user record added since the last `finish` (`None` if there is
     /// none); the aggregator is then empty and ready for reuse.
     pub fn finish(&mut self) -> Option<AggregatedRecord> {
+        self.finish_first(self.ends.len())
+    }
+
+    /// The aggregate of the first `count` user records only, cut without encoding them
+    /// again: a producer cuts at a billing-unit boundary and sends the rest later. The
+    /// aggregator is then empty; the caller adds the records after the cut again.
+    pub fn finish_first(&mut self, count: usize) -> Option<AggregatedRecord> {
+        let count = count.min(self.ends.len());
+        let (keys_end, records_end) = *self.ends.get(count.checked_sub(1)?)?;
         let partition_key = self.first_key.take()?;
-        let mut data = Vec::with_capacity(self.size_bytes());
+        let mut data = Vec::with_capacity(MAGIC.len() + keys_end + records_end + DIGEST_BYTES);
         data.extend_from_slice(&MAGIC);
-        data.extend_from_slice(&self.keys);
-        data.extend_from_slice(&self.records);
+        data.extend_from_slice(&self.keys[..keys_end]);
+        data.extend_from_slice(&self.records[..records_end]);
         let digest = Md5::digest(&data[MAGIC.len()..]);
         data.extend_from_slice(&digest);
-        let user_records = self.count;
         self.keys.clear();
         self.records.clear();
         self.key_index.clear();
-        self.count = 0;
+        self.ends.clear();
         Some(AggregatedRecord {
             partition_key,
             data: Bytes::from(data),
-            user_records,
+            user_records: count,
         })
     }
 }
@@ -294,19 +305,34 @@ impl DecodeError {
 /// return [`DecodeError::Checksum`] instead, so the caller sets the record aside with its
 /// reason: handing protobuf bytes on as if they were an event would only fail later, further
 /// from the cause.
+///
+/// Copies `data` once; [`deaggregate_shared`] does not copy it at all.
 pub fn deaggregate(data: &[u8], partition_key: &str) -> Result<Vec<UserRecord>, DecodeError> {
-    let Some(rest) = data.strip_prefix(&MAGIC) else {
+    deaggregate_shared(&Bytes::copy_from_slice(data), partition_key)
+}
+
+/// [`deaggregate`] for a record already in a [`Bytes`] (as a stream read returns it): each
+/// user record's data is a slice of `data`, sharing its buffer, so nothing is copied.
+pub fn deaggregate_shared(
+    data: &Bytes,
+    partition_key: &str,
+) -> Result<Vec<UserRecord>, DecodeError> {
+    if !data.starts_with(&MAGIC) {
         return Ok(vec![UserRecord {
             partition_key: partition_key.to_owned(),
             explicit_hash_key: None,
-            data: Bytes::copy_from_slice(data),
+            data: data.clone(),
         }]);
-    };
-    let Some(split) = rest.len().checked_sub(DIGEST_BYTES) else {
+    }
+    let Some(end) = data
+        .len()
+        .checked_sub(DIGEST_BYTES)
+        .filter(|&end| end >= MAGIC.len())
+    else {
         return Err(DecodeError::Truncated { len: data.len() });
     };
-    let (message, digest) = rest.split_at(split);
-    if Md5::digest(message).as_slice() != digest {
+    let (message, digest) = (data.slice(MAGIC.len()..end), &data[end..]);
+    if Md5::digest(&message).as_slice() != digest {
         return Err(DecodeError::Checksum);
     }
     let aggregate = proto::AggregatedRecord::decode(message)?;
@@ -332,7 +358,7 @@ pub fn deaggregate(data: &[u8], partition_key: &str) -> Result<Vec<UserRecord>, 
             Ok(UserRecord {
                 partition_key,
                 explicit_hash_key,
-                data: Bytes::from(record.data),
+                data: record.data,
             })
         })
         .collect()
@@ -408,6 +434,30 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_aggregate_is_the_aggregate_of_its_first_records() {
+        let input = [
+            ("s-1", "one"),
+            ("s-2", "two"),
+            ("s-1", "three"),
+            ("s-3", "four"),
+        ];
+        for cut in 1..=input.len() {
+            let mut whole = Aggregator::new(MAX_RECORD_BYTES);
+            let mut head = Aggregator::new(MAX_RECORD_BYTES);
+            for (i, (key, data)) in input.iter().enumerate() {
+                whole.try_add(key, data.as_bytes()).unwrap();
+                if i < cut {
+                    head.try_add(key, data.as_bytes()).unwrap();
+                }
+            }
+            let cut_off = whole.finish_first(cut).unwrap();
+            assert_eq!(cut_off, head.finish().unwrap(), "cut after {cut}");
+            assert!(whole.is_empty() && whole.finish().is_none());
+        }
+        assert!(Aggregator::new(MAX_RECORD_BYTES).finish_first(3).is_none());
+    }
+
+    #[test]
     fn round_trip_keeps_keys_data_and_order() {
         let mut agg = Aggregator::new(MAX_RECORD_BYTES);
         let input = [
@@ -436,6 +486,23 @@ mod tests {
     }
 
     #[test]
+    fn shared_records_point_into_the_aggregate() {
+        let mut agg = Aggregator::new(MAX_RECORD_BYTES);
+        agg.try_add("a", b"first").unwrap();
+        agg.try_add("b", b"second").unwrap();
+        let out = agg.finish().unwrap();
+        let back = deaggregate_shared(&out.data, &out.partition_key).unwrap();
+        assert_eq!(back, deaggregate(&out.data, &out.partition_key).unwrap());
+        let whole = out.data.as_ptr_range();
+        for user in &back {
+            assert!(whole.contains(&user.data.as_ptr()), "{user:?} was copied");
+        }
+        let plain = Bytes::from_static(b"{}");
+        let back = deaggregate_shared(&plain, "k").unwrap();
+        assert_eq!(back[0].data.as_ptr(), plain.as_ptr());
+    }
+
+    #[test]
     fn encoding_matches_prost_and_dedups_keys() {
         let mut agg = Aggregator::new(MAX_RECORD_BYTES);
         for (key, data) in [("a", "1"), ("b", "2"), ("a", "3"), ("b", "4"), ("c", "5")] {
@@ -450,7 +517,7 @@ mod tests {
                 .map(|(index, data)| proto::Record {
                     partition_key_index: index,
                     explicit_hash_key_index: None,
-                    data: data.as_bytes().to_vec(),
+                    data: Bytes::copy_from_slice(data.as_bytes()),
                     tags: Vec::new(),
                 })
                 .collect(),
@@ -583,7 +650,7 @@ mod tests {
         let record = |key, ehk| proto::Record {
             partition_key_index: key,
             explicit_hash_key_index: ehk,
-            data: b"d".to_vec(),
+            data: Bytes::from_static(b"d"),
             tags: vec![proto::Tag {
                 key: "t".into(),
                 value: None,

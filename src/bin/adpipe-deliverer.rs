@@ -14,6 +14,11 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc instead of glibc's malloc: the hot paths allocate many small, short-lived
+/// buffers per event, where glibc spent a fifth of the CPU (`bench/README.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One worker of a partner's deliverer group: takes shard leases in DynamoDB, reads its
 /// shards of the Kinesis stream, enriches every event and writes Parquet into the S3 lake,
 /// registering partitions in Glue. AWS access uses the SDK's standard chain.

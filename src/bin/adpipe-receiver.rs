@@ -12,6 +12,11 @@ use anyhow::Context;
 use clap::Parser;
 use tokio::net::TcpListener;
 
+/// mimalloc instead of glibc's malloc: the hot paths allocate many small, short-lived
+/// buffers per event, where glibc spent a fifth of the CPU (`bench/README.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One partner's receiver: authenticates, validates and maps the partner's events and puts
 /// them, KPL-aggregated, into the pipeline's Kinesis stream. AWS access uses the SDK's
 /// standard chain (AWS_REGION, AWS_ENDPOINT_URL, credentials from env, profile or IRSA).

@@ -3,12 +3,16 @@
 //! A body is one event object, an array of them, `{"events": […]}`, or NDJSON (one object a
 //! line). Fields are found by JSON pointer. A record that is not an object, or an NDJSON
 //! line that is not JSON, is rejected on its own; a body that is not JSON at all is a `400`.
+//!
+//! Records are parsed into [`serde_json_borrow::Value`]s: strings and keys borrow from the
+//! request body and objects are vectors, so a record costs a few allocations instead of one
+//! per key and per string (the receiver's hottest path, see `bench/README.md`).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use http::Method;
-use serde_json::Value as Json;
+use serde_json_borrow::{ObjectAsVec, Value as Json};
 
 use super::mapping::{EventError, EventErrorKind, Fallbacks, Record, Value};
 use super::{Decoded, InboundRequest, Mapper, Reply, RequestError, SourceFormat};
@@ -91,9 +95,9 @@ fn framing(request: &InboundRequest<'_>) -> Result<Framing, RequestError> {
 
 /// Splits a body into partner records. Documents with trailing JSON values are read as
 /// NDJSON, since partners often label NDJSON as `application/json`.
-fn split(body: &[u8], framing: Framing) -> Result<Vec<Result<Json, EventError>>, RequestError> {
+fn split(body: &[u8], framing: Framing) -> Result<Vec<Result<Json<'_>, EventError>>, RequestError> {
     if framing == Framing::Document {
-        match serde_json::from_slice::<Json>(body) {
+        match serde_json::from_slice::<Json<'_>>(body) {
             Ok(document) => return Ok(unwrap_document(document)),
             Err(e) if e.classify() == serde_json::error::Category::Syntax && is_trailing(&e) => {}
             Err(e) => {
@@ -108,7 +112,7 @@ fn split(body: &[u8], framing: Framing) -> Result<Vec<Result<Json, EventError>>,
         .enumerate()
         .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
         .map(|(n, line)| {
-            serde_json::from_slice::<Json>(line).map_err(|e| {
+            serde_json::from_slice::<Json<'_>>(line).map_err(|e| {
                 EventError::new(
                     EventErrorKind::InvalidJson,
                     format_args!("line {} is not valid JSON: {e}", n + 1),
@@ -126,14 +130,14 @@ fn is_trailing(e: &serde_json::Error) -> bool {
     e.to_string().starts_with("trailing characters")
 }
 
-fn unwrap_document(document: Json) -> Vec<Result<Json, EventError>> {
+fn unwrap_document(document: Json<'_>) -> Vec<Result<Json<'_>, EventError>> {
     match document {
         Json::Array(items) => items.into_iter().map(Ok).collect(),
-        Json::Object(mut map)
-            if map.len() == 1 && map.get("events").is_some_and(Json::is_array) =>
+        Json::Object(map)
+            if map.len() == 1 && member(&map, "events").is_some_and(Json::is_array) =>
         {
-            match map.remove("events") {
-                Some(Json::Array(items)) => items.into_iter().map(Ok).collect(),
+            match map.into_vec().pop() {
+                Some((_, Json::Array(items))) => items.into_iter().map(Ok).collect(),
                 _ => Vec::new(),
             }
         }
@@ -141,9 +145,45 @@ fn unwrap_document(document: Json) -> Vec<Result<Json, EventError>> {
     }
 }
 
+/// The value of `key` in `object`; the last one when a key repeats, as serde_json reads it.
+pub(super) fn member<'v, 'a>(object: &'v ObjectAsVec<'a>, key: &str) -> Option<&'v Json<'a>> {
+    object
+        .iter()
+        .filter_map(|(k, v)| (k == key).then_some(v))
+        .last()
+}
+
+/// Follows an RFC 6901 JSON pointer, as `serde_json::Value::pointer` does.
+fn pointer<'v, 'a>(json: &'v Json<'a>, selector: &str) -> Option<&'v Json<'a>> {
+    if selector.is_empty() {
+        return Some(json);
+    }
+    let rest = selector.strip_prefix('/')?;
+    rest.split('/').try_fold(json, |target, token| {
+        let token: Cow<'_, str> = if token.contains('~') {
+            Cow::Owned(token.replace("~1", "/").replace("~0", "~"))
+        } else {
+            Cow::Borrowed(token)
+        };
+        match target {
+            Json::Object(map) => member(map, &token),
+            Json::Array(items) => array_index(&token).and_then(|i| items.get(i)),
+            _ => None,
+        }
+    })
+}
+
+/// An array index token: digits without a sign or a leading zero.
+fn array_index(token: &str) -> Option<usize> {
+    if token.starts_with('+') || (token.starts_with('0') && token.len() != 1) {
+        return None;
+    }
+    token.parse().ok()
+}
+
 /// Maps a JSON record that must be an object.
 pub(super) fn map_object(
-    json: &Json,
+    json: &Json<'_>,
     mapper: &Mapper,
     request: &InboundRequest<'_>,
     fallbacks: &Fallbacks<'_>,
@@ -157,28 +197,28 @@ pub(super) fn map_object(
     mapper.map(&JsonRecord(json), request.received_at, fallbacks)
 }
 
-fn kind(json: &Json) -> &'static str {
+fn kind(json: &Json<'_>) -> &'static str {
     match json {
         Json::Null => "null",
         Json::Bool(_) => "a boolean",
         Json::Number(_) => "a number",
-        Json::String(_) => "a string",
+        Json::Str(_) => "a string",
         Json::Array(_) => "an array",
         Json::Object(_) => "an object",
     }
 }
 
 /// A JSON object whose fields are found by JSON pointer.
-pub(super) struct JsonRecord<'a>(pub &'a Json);
+pub(super) struct JsonRecord<'v, 'a>(pub &'v Json<'a>);
 
-impl Record for JsonRecord<'_> {
+impl Record for JsonRecord<'_, '_> {
     fn field(&self, selector: &str) -> Option<Value<'_>> {
-        match self.0.pointer(selector)? {
+        match pointer(self.0, selector)? {
             Json::Null => None,
-            Json::String(s) => Some(Value::Text(Cow::Borrowed(s))),
-            Json::Number(n) => Some(Value::Number(n)),
+            Json::Str(s) => Some(Value::Text(Cow::Borrowed(s))),
+            Json::Number(n) => Some(Value::Number((*n).into())),
             Json::Bool(b) => Some(Value::Bool(*b)),
-            nested => Some(Value::Nested(nested.to_string())),
+            nested => Some(Value::Nested(compact(nested))),
         }
     }
 
@@ -197,19 +237,32 @@ impl Record for JsonRecord<'_> {
     }
 }
 
+/// A nested value as compact JSON text, keys sorted, as serde_json writes its own values.
+fn compact(json: &Json<'_>) -> String {
+    serde_json::Value::from(json).to_string()
+}
+
 /// Collects every leaf of `map` that no mapped pointer names, keyed by its dotted path
-/// (`device.model`); arrays are kept whole as JSON.
+/// (`device.model`); arrays are kept whole as JSON. A repeated key counts once, with its
+/// last value.
 fn flatten(
-    map: &serde_json::Map<String, Json>,
+    map: &ObjectAsVec<'_>,
     mapped: &[&str],
     pointer: &mut String,
     name: &mut String,
     out: &mut BTreeMap<String, String>,
 ) {
-    for (key, value) in map {
+    for (index, (key, value)) in map.iter().enumerate() {
+        if map.iter().skip(index + 1).any(|(later, _)| later == key) {
+            continue;
+        }
         let (pointer_len, name_len) = (pointer.len(), name.len());
         pointer.push('/');
-        pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+        if key.contains(['~', '/']) {
+            pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+        } else {
+            pointer.push_str(key);
+        }
         if !name.is_empty() {
             name.push('.');
         }
@@ -218,15 +271,138 @@ fn flatten(
             match value {
                 Json::Null => {}
                 Json::Object(inner) => flatten(inner, mapped, pointer, name, out),
-                Json::String(s) => {
-                    out.insert(name.clone(), s.clone());
+                Json::Str(s) => {
+                    out.insert(name.clone(), s.to_string());
                 }
-                other => {
-                    out.insert(name.clone(), other.to_string());
+                Json::Bool(b) => {
+                    out.insert(name.clone(), b.to_string());
+                }
+                Json::Number(n) => {
+                    out.insert(name.clone(), serde_json::Number::from(*n).to_string());
+                }
+                Json::Array(_) => {
+                    out.insert(name.clone(), compact(value));
                 }
             }
         }
         pointer.truncate(pointer_len);
         name.truncate(name_len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOCUMENT: &str = r#"{
+        "id": "e-1", "n": 42, "neg": -7, "f": 1.5e20, "ok": true, "none": null,
+        "a/b": "slash", "m~n": "tilde", "": "empty key",
+        "list": [10, {"x": "deep"}], "obj": {"k": "v", "inner": {"z": 1}},
+        "dup": "first", "dup": "last", "esc\"aped": "q\u00e9"
+    }"#;
+
+    #[test]
+    fn pointers_find_what_serde_json_finds() {
+        let owned: serde_json::Value = serde_json::from_str(DOCUMENT).unwrap();
+        let borrowed: Json<'_> = serde_json::from_str(DOCUMENT).unwrap();
+        for selector in [
+            "",
+            "/id",
+            "/n",
+            "/neg",
+            "/f",
+            "/ok",
+            "/none",
+            "/a~1b",
+            "/m~0n",
+            "/",
+            "/list",
+            "/list/0",
+            "/list/1/x",
+            "/list/01",
+            "/list/+1",
+            "/list/2",
+            "/obj/inner/z",
+            "/dup",
+            "/esc\"aped",
+            "/missing",
+            "/id/deeper",
+            "id",
+        ] {
+            let ours = pointer(&borrowed, selector).map(serde_json::Value::from);
+            assert_eq!(
+                ours.as_ref(),
+                owned.pointer(selector),
+                "selector {selector:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fields_read_as_text_numbers_and_nested_json() {
+        let borrowed: Json<'_> = serde_json::from_str(DOCUMENT).unwrap();
+        let record = JsonRecord(&borrowed);
+        let text = |selector: &str| record.field(selector).map(|v| v.to_text().into_owned());
+        assert_eq!(text("/id").as_deref(), Some("e-1"));
+        assert_eq!(text("/n").as_deref(), Some("42"));
+        assert_eq!(text("/neg").as_deref(), Some("-7"));
+        assert_eq!(text("/f").as_deref(), Some("1.5e+20"));
+        assert_eq!(text("/ok").as_deref(), Some("true"));
+        assert_eq!(text("/none"), None);
+        assert_eq!(text("/dup").as_deref(), Some("last"));
+        assert_eq!(
+            text("/obj").as_deref(),
+            Some(r#"{"inner":{"z":1},"k":"v"}"#)
+        );
+        assert_eq!(text("/esc\"aped").as_deref(), Some("qé"));
+    }
+
+    #[test]
+    fn attributes_are_the_unmapped_leaves_by_dotted_path() {
+        let borrowed: Json<'_> = serde_json::from_str(DOCUMENT).unwrap();
+        let attributes = JsonRecord(&borrowed).attributes(&["/id", "/obj/k", "/a~1b", "/list"]);
+        let expected: BTreeMap<String, String> = [
+            ("", "empty key"),
+            ("dup", "last"),
+            ("esc\"aped", "qé"),
+            ("f", "1.5e+20"),
+            ("m~n", "tilde"),
+            ("n", "42"),
+            ("neg", "-7"),
+            ("obj.inner.z", "1"),
+            ("ok", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(attributes, expected);
+    }
+
+    #[test]
+    fn bodies_split_into_records_whatever_their_shape() {
+        let count = |body: &str, framing| split(body.as_bytes(), framing).map(|r| r.len());
+        assert_eq!(count(r#"{"id": 1}"#, Framing::Document).ok(), Some(1));
+        assert_eq!(
+            count(r#"[{"id": 1}, {"id": 2}]"#, Framing::Document).ok(),
+            Some(2)
+        );
+        assert_eq!(
+            count(r#"{"events": [{"id": 1}, 2, {}]}"#, Framing::Document).ok(),
+            Some(3)
+        );
+        assert_eq!(
+            count("{\"id\": 1}\n{\"id\": 2}\n", Framing::Document).ok(),
+            Some(2)
+        );
+        assert_eq!(
+            count("{\"id\": 1}\n\nnot json\n", Framing::Lines).ok(),
+            Some(2)
+        );
+        assert!(matches!(
+            split(b"{\"id\": ", Framing::Document),
+            Err(RequestError::Malformed(m)) if m.starts_with("body is not valid JSON")
+        ));
+        let lines = split(b"{}\nnot json", Framing::Lines).unwrap();
+        assert!(matches!(&lines[1], Err(e) if e.message.starts_with("line 2 is not valid JSON")));
     }
 }

@@ -32,7 +32,7 @@ pub(crate) enum Value<'a> {
     /// Text, as sent.
     Text(Cow<'a, str>),
     /// A JSON number.
-    Number(&'a serde_json::Number),
+    Number(serde_json::Number),
     /// A JSON boolean.
     Bool(bool),
     /// A JSON object or array, kept as compact JSON text.
@@ -40,7 +40,7 @@ pub(crate) enum Value<'a> {
 }
 
 impl Value<'_> {
-    fn to_text(&self) -> Cow<'_, str> {
+    pub(super) fn to_text(&self) -> Cow<'_, str> {
         match self {
             Value::Text(t) => Cow::Borrowed(t.as_ref()),
             Value::Number(n) => Cow::Owned(n.to_string()),
@@ -204,7 +204,8 @@ impl Mapper {
                 continue;
             };
             let text = value.to_text();
-            if text.chars().count() > MAX_FIELD_CHARS {
+            // A string has no more characters than bytes: count only the long ones.
+            if text.len() > MAX_FIELD_CHARS && text.chars().count() > MAX_FIELD_CHARS {
                 return Err(EventError::new(
                     EventErrorKind::TooLong,
                     format_args!(

@@ -7,9 +7,9 @@
 //! relative to the value.
 
 use http::Method;
-use serde_json::Value as Json;
+use serde_json_borrow::Value as Json;
 
-use super::json::map_object;
+use super::json::{map_object, member};
 use super::mapping::{EventError, EventErrorKind, Fallbacks};
 use super::{Decoded, InboundRequest, Mapper, Reply, RequestError, SourceFormat};
 use crate::secrets::Secret;
@@ -83,22 +83,20 @@ fn verify_handshake(query: &str, secret: &Secret) -> Result<String, RequestError
 }
 
 fn decode_changes(request: &InboundRequest<'_>, mapper: &Mapper) -> Result<Decoded, RequestError> {
-    let envelope: Json = serde_json::from_slice(request.body)
+    let envelope: Json<'_> = serde_json::from_slice(request.body)
         .map_err(|e| RequestError::Malformed(format!("body is not valid JSON: {e}")))?;
-    let object = envelope
-        .get("object")
+    let object = get(&envelope, "object")
         .and_then(Json::as_str)
         .ok_or_else(|| {
             RequestError::Malformed("`object` is missing: not a webhook envelope".to_owned())
         })?;
-    let entries = envelope
-        .get("entry")
+    let entries = get(&envelope, "entry")
         .and_then(Json::as_array)
         .ok_or_else(|| RequestError::Malformed("`entry` is missing or not an array".to_owned()))?;
     let fallbacks = Fallbacks::default();
     let mut results = Vec::new();
     for (e, entry) in entries.iter().enumerate() {
-        let Some(changes) = entry.get("changes").and_then(Json::as_array) else {
+        let Some(changes) = get(entry, "changes").and_then(Json::as_array) else {
             results.push(Err(EventError::new(
                 EventErrorKind::MissingField,
                 format_args!("`/entry/{e}/changes` is missing or not an array"),
@@ -106,7 +104,7 @@ fn decode_changes(request: &InboundRequest<'_>, mapper: &Mapper) -> Result<Decod
             continue;
         };
         for (c, change) in changes.iter().enumerate() {
-            let Some(value) = change.get("value") else {
+            let Some(value) = get(change, "value") else {
                 results.push(Err(EventError::new(
                     EventErrorKind::MissingField,
                     format_args!("`/entry/{e}/changes/{c}/value` is missing"),
@@ -118,12 +116,12 @@ fn decode_changes(request: &InboundRequest<'_>, mapper: &Mapper) -> Result<Decod
                     event
                         .attributes
                         .insert("meta_object".to_owned(), object.to_owned());
-                    if let Some(id) = entry.get("id") {
+                    if let Some(id) = get(entry, "id") {
                         event
                             .attributes
                             .insert("meta_entry_id".to_owned(), scalar(id));
                     }
-                    if let Some(field) = change.get("field") {
+                    if let Some(field) = get(change, "field") {
                         event
                             .attributes
                             .insert("meta_field".to_owned(), scalar(field));
@@ -144,9 +142,14 @@ fn decode_changes(request: &InboundRequest<'_>, mapper: &Mapper) -> Result<Decod
     })
 }
 
-fn scalar(json: &Json) -> String {
+/// The member `key` of `json` when it is an object.
+fn get<'v, 'a>(json: &'v Json<'a>, key: &str) -> Option<&'v Json<'a>> {
+    json.as_object().and_then(|object| member(object, key))
+}
+
+fn scalar(json: &Json<'_>) -> String {
     match json {
-        Json::String(s) => s.clone(),
-        other => other.to_string(),
+        Json::Str(s) => s.to_string(),
+        other => serde_json::Value::from(other).to_string(),
     }
 }

@@ -23,6 +23,10 @@ use adpipe_core::spec::PipelineDocument;
 use anyhow::ensure;
 use clap::{Parser, Subcommand};
 
+/// mimalloc, as the deliverer binary uses it: the run measures the allocator that ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The pipeline the data belongs to: the design brief's example.
 const PIPELINE: &str = include_str!("../../../../examples/pipelines/acme-video.yaml");
 
