@@ -1,7 +1,7 @@
 //! One stream record → standard ad events, and error entries for what cannot be decoded.
 //!
 //! ```text
-//! StreamRecord ─▶ kpl::deaggregate ─▶ user records ─▶ JSON object ─▶ defaults ─▶ AdEvent
+//! StreamRecord ─▶ kpl::deaggregate_shared ─▶ user records ─▶ JSON object ─▶ defaults ─▶ AdEvent
 //!                      │ bad KPL                         │ not JSON / wrong types
 //!                      ▼                                 ▼
 //!                 ErrorEntry (whole record)         ErrorEntry (that user record)
@@ -86,7 +86,7 @@ pub struct ErrorEntry {
 
 /// Decodes `record`, read from `shard_id` of `partner`'s stream.
 pub fn decode(shard_id: &str, partner: &str, record: &StreamRecord) -> Decoded {
-    let user_records = match kpl::deaggregate(&record.data, &record.partition_key) {
+    let user_records = match kpl::deaggregate_shared(&record.data, &record.partition_key) {
         Ok(user_records) => user_records,
         Err(e) => {
             let entry = error_entry(
@@ -105,6 +105,7 @@ pub fn decode(shard_id: &str, partner: &str, record: &StreamRecord) -> Decoded {
         }
     };
     let mut decoded = Decoded {
+        events: Vec::with_capacity(user_records.len()),
         user_records: user_records.len(),
         ..Decoded::default()
     };
@@ -172,16 +173,7 @@ fn complete(
         Some(id) if !id.is_empty() => id,
         _ => derived_event_id(shard_id, record.sequence.as_str(), index, record.arrived_at),
     };
-    let attributes = fields
-        .attributes
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(key, value)| match value {
-            Value::Null => None,
-            Value::String(text) => Some((key, text)),
-            other => Some((key, other.to_string())),
-        })
-        .collect();
+    let attributes = fields.attributes.unwrap_or_default().0;
     AdEvent {
         event_id,
         partner: partner.to_owned(),
@@ -400,15 +392,20 @@ mod tests {
     fn the_one_pass_and_careful_paths_agree() {
         let receiver = br#"{"event_id":"66ee1354-f5b3-40c7-bb58-41715cec5bf6","partner":"acme-video","event_type":"impression","event_time":1795870798579,"received_at":1795870800000,"ad_session_id":"d61463bf07f4ebec","campaign_id":"cmp-015","placement_id":"plc-0000","creative_id":"crv-00125","user_agent":"Mozilla/5.0 (X11)","ip":"203.0.113.0","attributes":{"deal":"pmp-1024","vsize":"640x360"}}"#;
         let every_column = br#"{"event_id":"e","event_type":"click","event_time":1,"received_at":2,"ad_session_id":"s","campaign_id":"c","placement_id":"p","creative_id":"cr","publisher_id":"pub","page_url":"https://x/\u00e9","user_agent":"ua","ip":"::","country":"DE","region":"BE","city":"Berlin","device_type":"tv","os":"o","browser":"b","in_view_ms":-5,"price_micros":9007199254740993,"currency":"EUR","consent":"CP","attributes":{"n":1.50,"b":false,"o":{"z":[1,{"y":null}],"a":"\""},"s":"\u00e9","x":null}}"#;
-        let ordinary: [&[u8]; 6] = [
+        let ordinary: [&[u8]; 9] = [
             receiver,
             every_column,
+            br#"{"attributes":{"a":"x","a":null,"b":1,"b":"y","c":[1,"2",null,{}],"d":-0,"e":1.0e2,"f":-7,"g":18446744073709551615,"h":true,"i":null}}"#,
+            br#"{"attributes":{"a":null}}"#,
+            br#"{"attributes":{"k\u00e9\n":"v\"\u00e9"}}"#,
             br#"{}"#,
             br#" { "event_id" : "" , "event_type" : null, "attributes": null, "ip": null } "#,
             br#"{"event_type":"heartbeat","extra":{"deep":[1,2,{"x":"y"}]},"partner":42}"#,
             br#"{"received_at":7,"attributes":{}}"#,
         ];
-        let unusual: [&[u8]; 12] = [
+        let unusual: [&[u8]; 14] = [
+            br#"{"attributes":5}"#,
+            br#"{"attributes":{"a":1e400}}"#,
             br#"{"event_id":"a","event_id":"b"}"#,
             br#"{"event_id":"a","event_id":null}"#,
             br#"{"event\u005fid":"escaped"}"#,

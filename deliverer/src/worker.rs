@@ -22,7 +22,7 @@
 
 use std::time::Duration;
 
-use adpipe_core::enrich::Enricher;
+use adpipe_core::enrich::{CachingEnricher, Enricher};
 use adpipe_core::sink::ObjectSink;
 use adpipe_core::stream::{
     CheckpointStore, PendingRange, ReadBatch, SequenceNumber, StartPosition, StreamError,
@@ -113,6 +113,7 @@ pub(crate) async fn run_shard(
             .map_or(StartPosition::TrimHorizon, StartPosition::After),
         committed: checkpoint.committed,
         read_failures: 0,
+        enricher: ctx.enricher.caching(),
     };
     if let Some(pending) = checkpoint.pending
         && let Some(outcome) = worker.replay(&pending).await?
@@ -129,6 +130,8 @@ struct Worker<'a> {
     position: StartPosition,
     committed: Option<SequenceNumber>,
     read_failures: u32,
+    /// This worker's enricher, whose caches no other worker touches.
+    enricher: CachingEnricher<'a>,
 }
 
 impl Worker<'_> {
@@ -277,7 +280,7 @@ impl Worker<'_> {
     }
 
     /// Decodes and enriches `records` into `batch`.
-    fn add(&self, batch: &mut Batch, records: &[StreamRecord]) -> Result<(), WorkerError> {
+    fn add(&mut self, batch: &mut Batch, records: &[StreamRecord]) -> Result<(), WorkerError> {
         let ctx = self.ctx;
         let encode = |source| WorkerError::Encode {
             shard: self.shard.to_owned(),
@@ -293,7 +296,7 @@ impl Worker<'_> {
             decoded
                 .events
                 .iter_mut()
-                .for_each(|event| ctx.enricher.enrich(event));
+                .for_each(|event| self.enricher.enrich(event));
             batch
                 .add(
                     &record.sequence,

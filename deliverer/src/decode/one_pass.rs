@@ -12,13 +12,16 @@
 //! value is still parsed as a `Value` (so bad UTF-8, numbers out of range and nesting past
 //! serde_json's limit fail here as they fail there), and known keys go through the same
 //! `Deserialize` impls the careful path ends up calling. A repeated known key (the careful
-//! path keeps the last) and a key written with escapes give `None`.
+//! path keeps the last) and a key written with escapes give `None`. Attributes go straight
+//! into the lake's string map: strings as they are, any other value as the JSON text its
+//! `Value` would print, nulls dropped.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use adpipe_core::event::{AdEvent, EpochMillis, EventTypeField};
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 /// The keys of a user record, as written; absent and `null` alike are `None`.
@@ -28,8 +31,8 @@ pub(super) struct Fields {
     pub(super) event_type: Option<EventTypeField>,
     pub(super) event_time: Option<EpochMillis>,
     pub(super) received_at: Option<EpochMillis>,
-    /// Attribute values as parsed; `None` values are the nulls.
-    pub(super) attributes: Option<BTreeMap<String, Value>>,
+    /// The attributes, as the lake stores them.
+    pub(super) attributes: Option<Attributes>,
     /// Every optional column, already in place; the fields above are left at their defaults.
     pub(super) rest: AdEvent,
 }
@@ -43,6 +46,109 @@ pub(super) fn parse(data: &[u8]) -> Option<Fields> {
 }
 
 struct FieldsVisitor;
+
+/// An event's attributes as the lake stores them.
+#[derive(Debug, Default)]
+pub(super) struct Attributes(pub(super) BTreeMap<String, String>);
+
+impl<'de> de::Deserialize<'de> for Attributes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Attributes, D::Error> {
+        deserializer.deserialize_map(AttributesVisitor)
+    }
+}
+
+struct AttributesVisitor;
+
+impl<'de> Visitor<'de> for AttributesVisitor {
+    type Value = Attributes;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an attributes object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Attributes, A::Error> {
+        let mut attributes = BTreeMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            // NOTE: a repeated key keeps its last value, and a last value of null drops it,
+            // as the careful path's object does.
+            match map.next_value::<AttributeValue>()?.0 {
+                Some(text) => attributes.insert(key, text),
+                None => attributes.remove(&key),
+            };
+        }
+        Ok(Attributes(attributes))
+    }
+}
+
+/// One attribute value as the lake stores it; `None` for null.
+struct AttributeValue(Option<String>);
+
+impl<'de> de::Deserialize<'de> for AttributeValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<AttributeValue, D::Error> {
+        deserializer.deserialize_any(AttributeValueVisitor)
+    }
+}
+
+struct AttributeValueVisitor;
+
+impl AttributeValueVisitor {
+    /// A non-string value, printed as its `Value` prints.
+    fn text<E>(value: Value) -> Result<AttributeValue, E> {
+        Ok(AttributeValue(Some(value.to_string())))
+    }
+}
+
+impl<'de> Visitor<'de> for AttributeValueVisitor {
+    type Value = AttributeValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<AttributeValue, E> {
+        Ok(AttributeValue(Some(value.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, value: String) -> Result<AttributeValue, E> {
+        Ok(AttributeValue(Some(value)))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<AttributeValue, E> {
+        Ok(AttributeValue(None))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<AttributeValue, E> {
+        Ok(AttributeValue(None))
+    }
+
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<AttributeValue, E> {
+        Self::text(value.into())
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<AttributeValue, E> {
+        Self::text(value.into())
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<AttributeValue, E> {
+        Self::text(value.into())
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<AttributeValue, E> {
+        Self::text(value.into())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<AttributeValue, A::Error> {
+        Self::text(de::Deserialize::deserialize(SeqAccessDeserializer::new(
+            seq,
+        ))?)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AttributeValue, A::Error> {
+        Self::text(de::Deserialize::deserialize(MapAccessDeserializer::new(
+            map,
+        ))?)
+    }
+}
 
 /// Reads the next value into `slot`, refusing a key seen before.
 fn once<'de, A, T>(map: &mut A, slot: &mut Option<T>, seen: &mut bool) -> Result<(), A::Error>
