@@ -18,10 +18,16 @@ pub fn block_on_main<F>(main: F) -> ExitCode
 where
     F: Future<Output = anyhow::Result<()>>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    block_on_main_with(tokio::runtime::Builder::new_multi_thread(), main)
+}
+
+/// [`block_on_main`] on a runtime of the caller's kind: the benchmark's load generator and
+/// Kinesis sink run on one thread, pinned to their own core.
+pub fn block_on_main_with<F>(mut runtime: tokio::runtime::Builder, main: F) -> ExitCode
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: failed to start the async runtime: {e}");

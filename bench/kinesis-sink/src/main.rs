@@ -42,25 +42,11 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
     // NOTE: one thread: the sink is pinned to the load generator's core in benchmarks.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: failed to start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    adpipe_runtime::block_on_main_with(
+        tokio::runtime::Builder::new_current_thread(),
+        run(Args::parse()),
+    )
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -137,25 +137,11 @@ struct Shared {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
     // NOTE: one thread: the generator is pinned to its own core in benchmarks.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: failed to start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    adpipe_runtime::block_on_main_with(
+        tokio::runtime::Builder::new_current_thread(),
+        run(Args::parse()),
+    )
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
