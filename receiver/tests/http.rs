@@ -548,22 +548,7 @@ async fn full_buffers_answer_503_with_retry_after_and_draining_fails_readiness()
     let routes = routes(h.state.clone());
     // Once the held request owns the budget, the next one cannot fit.
     let first = post_held(&h, &routes, &body).await;
-    let refused = post_signed(
-        &h,
-        "/v1/acme-video/events",
-        "application/json",
-        &body,
-        ACME_SECRET,
-    )
-    .await;
-    assert_eq!(refused.status(), 503);
-    assert_eq!(refused.headers()["retry-after"], "1");
-    assert!(
-        json_body(&refused)["reason"]
-            .as_str()
-            .unwrap()
-            .contains("buffers are full")
-    );
+    refused_for_now(&h, &body, "buffers are full").await;
 
     gate.add_permits(1000);
     let first = first.await.unwrap();
@@ -589,6 +574,28 @@ async fn full_buffers_answer_503_with_retry_after_and_draining_fails_readiness()
     assert_eq!(r.status(), 503);
 }
 
+/// Posts `body` and checks it is refused for now: `503`, `Retry-After: 1`, and a reason
+/// that says `why`.
+async fn refused_for_now(
+    h: &Harness,
+    body: &[u8],
+    why: &str,
+) -> warp::http::Response<bytes::Bytes> {
+    let refused = post_signed(
+        h,
+        "/v1/acme-video/events",
+        "application/json",
+        body,
+        ACME_SECRET,
+    )
+    .await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let reason = json_body(&refused)["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains(why), "{reason}");
+    refused
+}
+
 #[tokio::test]
 async fn requests_beyond_the_in_flight_limit_answer_503_and_close_the_connection() {
     let gate = Arc::new(Semaphore::new(0));
@@ -603,23 +610,8 @@ async fn requests_beyond_the_in_flight_limit_answer_503_and_close_the_connection
     let routes = routes(h.state.clone());
     let first = post_held(&h, &routes, &body).await;
 
-    let refused = post_signed(
-        &h,
-        "/v1/acme-video/events",
-        "application/json",
-        &body,
-        ACME_SECRET,
-    )
-    .await;
-    assert_eq!(refused.status(), 503);
-    assert_eq!(refused.headers()["retry-after"], "1");
+    let refused = refused_for_now(&h, &body, "in flight").await;
     assert_eq!(refused.headers()["connection"], "close");
-    assert!(
-        json_body(&refused)["reason"]
-            .as_str()
-            .unwrap()
-            .contains("in flight")
-    );
 
     gate.add_permits(1000);
     assert_eq!(first.await.unwrap().status(), 200);
