@@ -181,14 +181,14 @@ def wait_listening(port, child, timeout):
 class Sink:
     """A fresh kinesis-sink on the load generator's core."""
 
-    def __init__(self, setup, throttle=False, record_ids=None, tag="sink"):
+    def __init__(self, setup, throttle=False, record_ids=None, tag="sink", latency_ms=None):
         self.port = free_port()
         argv = [
             setup.bin_dir / "kinesis-sink",
             "--listen", f"127.0.0.1:{self.port}",
             "--stream", STREAM,
             "--shards", setup.shards,
-            "--latency-ms", setup.sink_latency_ms,
+            "--latency-ms", setup.sink_latency_ms if latency_ms is None else latency_ms,
         ]
         if throttle:
             argv.append("--throttle")

@@ -6,7 +6,8 @@
     build (release) ──▶ the reference design: npm ci in ~/.cache/adpipe/baseline-node
     parts, each writing {work}/parts/{name}.json:
       micro        criterion micro-benchmarks of the hot paths (bench/benches/hot_paths.rs)
-      floor        codec-floor: the least CPU an event costs (parse, HMAC, MD5, base64, SHA-256)
+      floor        codec-floor: the least CPU an event costs (parse, HMAC, MD5, base64, SHA-256);
+                   sdk-put: the CPU of one PutRecords call in the AWS SDK
       fixed-rate   adpipe vs the reference design (vs a bare hyper server) at fixed loads
       saturation   the highest rate each sustains with p99 < 100 ms
       overload     adpipe at 3× its saturation rate
@@ -57,7 +58,7 @@ FULL = {
     "fixed": {
         "warmup": 3.0, "duration": 6.0, "grace": 3.0,
         "loads": [
-            (20, [10_000, 50_000, 200_000], [harness.ADPIPE, harness.REFERENCE]),
+            (20, [10_000, 50_000, 200_000], [harness.ADPIPE, harness.REFERENCE, harness.BARE]),
             (1, [10_000, 50_000], [harness.ADPIPE, harness.REFERENCE, harness.BARE]),
         ],
     },
@@ -77,7 +78,7 @@ QUICK = {
     "fixed": {
         "warmup": 1.0, "duration": 3.0, "grace": 1.0,
         "loads": [
-            (20, [10_000, 50_000], [harness.ADPIPE, harness.REFERENCE]),
+            (20, [10_000, 50_000], [harness.ADPIPE, harness.REFERENCE, harness.BARE]),
             (1, [5_000], [harness.ADPIPE, harness.REFERENCE, harness.BARE]),
         ],
     },
@@ -196,13 +197,19 @@ def micro_part(plan, setup):
 
 
 def floor_part(plan, setup):
+    """The codec floor per event, and what one PutRecords call costs in the AWS SDK: the two
+    costs no receiver can avoid besides HTTP, which `receiver.py` turns into the bounds of
+    the CPU goals."""
     runs = {}
+    calls = {}
     for rep in range(plan["reps"]):
         out = setup.work / f"floor-{rep}.json"
         sh(setup.pinned(setup.sut_core, [setup.bin_dir / "codec-floor", "--batches", "1,20",
                                          "--seconds", plan["floor_seconds"], "--out", out]))
         for figures in json.loads(out.read_text())["batches"]:
             runs.setdefault(figures["batch"], []).append(figures)
+        for shape in sdk_put(plan, setup, rep):
+            calls.setdefault(shape["entries"], []).append(shape["cpu_us_per_call"])
     metrics = []
     for batch, figures in sorted(runs.items()):
         group = f"codec floor · {batch}-event batches"
@@ -212,12 +219,42 @@ def floor_part(plan, setup):
         metrics.append(harness.metric(group, "CPU per request", "ns", "lower",
                                       [f["cpu_ns_per_request"] for f in figures],
                                       subject="floor", batch=batch, figure="cpu_ns_per_request"))
+    for entries, values in sorted(calls.items()):
+        metrics.append(harness.metric(
+            "AWS SDK PutRecords", f"CPU per call of {entries} × 25 KiB", "µs", "lower", values,
+            figure=f"sdk_put_{entries}_us"))
     notes = ["The same bodies the load generator sends, through HMAC-SHA256, a typed serde "
              "parse, MD5 of each partition key and of the bytes (KPL trailer), base64 and "
-             "SHA-256 of the base64 (SigV4 payload hash), in a tight loop on core 0."]
+             "SHA-256 of the base64 (SigV4 payload hash), in a tight loop on core 0.",
+             "AWS SDK PutRecords: `sdk-put` on core 0 calls a Kinesis sink that answers at once, "
+             "one call at a time, through the receiver's own writer (the SDK client, "
+             "mimalloc), entries of one "
+             "25 KiB billing unit each; the difference between the two shapes gives the cost "
+             "per unit carried, the rest is the cost of a call."]
     part = {"part": "floor", "metrics": metrics, "goals": [], "notes": notes}
-    floor = {b: statistics.median(f["cpu_ns_per_event"] for f in figs) for b, figs in runs.items()}
+    floor = {"codec_ns": {b: statistics.median(f["cpu_ns_per_event"] for f in figs)
+                          for b, figs in runs.items()}}
+    medians = [(n, statistics.median(v)) for n, v in sorted(calls.items())]
+    if len(medians) >= 2:
+        (few, few_us), (many, many_us) = medians[0], medians[-1]
+        unit_us = (many_us - few_us) / (many - few)
+        floor["sdk_call_us"] = few_us - few * unit_us
+        floor["sdk_unit_us"] = unit_us
     return part, floor
+
+
+def sdk_put(plan, setup, rep):
+    """The `sdk-put` shapes of one repetition, against a sink of their own that answers at
+    once: calls back to back, the least CPU a call can cost."""
+    sink = harness.Sink(setup, tag=f"floor-sink-{rep}", latency_ms=0)
+    try:
+        out = setup.work / f"sdk-put-{rep}.json"
+        sh(setup.pinned(setup.sut_core, [setup.bin_dir / "sdk-put", "--entries", "1,4",
+                                         "--seconds", plan["floor_seconds"], "--out", out]),
+           env=harness.aws_env(sink.endpoint))
+        return json.loads(out.read_text())["shapes"]
+    finally:
+        sink.stop()
 
 
 def script_part(script, out, quick):
