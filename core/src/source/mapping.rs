@@ -49,6 +49,18 @@ impl Value<'_> {
         }
     }
 
+    /// Whether its text has more than `max` characters. A number or a boolean is short by
+    /// nature, so only text and nested JSON are measured (and never printed for it).
+    fn is_longer_than(&self, max: usize) -> bool {
+        let text = match self {
+            Value::Text(t) => t.as_ref(),
+            Value::Nested(j) => j.as_str(),
+            Value::Number(_) | Value::Bool(_) => return false,
+        };
+        // A string has no more characters than bytes: count only the long ones.
+        text.len() > max && text.chars().count() > max
+    }
+
     fn to_f64(&self) -> Option<f64> {
         match self {
             Value::Number(n) => n.as_f64(),
@@ -203,9 +215,7 @@ impl Mapper {
             let Some(value) = record.field(selector) else {
                 continue;
             };
-            let text = value.to_text();
-            // A string has no more characters than bytes: count only the long ones.
-            if text.len() > MAX_FIELD_CHARS && text.chars().count() > MAX_FIELD_CHARS {
+            if value.is_longer_than(MAX_FIELD_CHARS) {
                 return Err(EventError::new(
                     EventErrorKind::TooLong,
                     format_args!(
@@ -214,7 +224,7 @@ impl Mapper {
                     ),
                 ));
             }
-            let text = || Some(text.clone().into_owned());
+            let text = || Some(value.to_text().into_owned());
             match field {
                 StandardField::EventId => event.event_id = value.to_text().into_owned(),
                 StandardField::EventType => {
