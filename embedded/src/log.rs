@@ -19,9 +19,13 @@ use bytes::Bytes;
 use crate::error::{OpenError, into_io};
 use crate::frame::{self, Decoded, HEADER_BYTES, Problem};
 
-/// Bytes per read syscall: a few maximum-size records, so catching up takes few syscalls,
-/// while an idle reader holds little memory.
-const READ_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes per read syscall: one maximum-size record, so catching up takes few syscalls, and a
+/// read that stops mid-chunk (at its record or byte limit) leaves little to read again.
+const READ_CHUNK_BYTES: usize = 1024 * 1024;
+/// Most record bytes one read returns (at least one record, whatever its size), as Kinesis'
+/// `GetRecords` caps a call at 10 MiB: a reader catching up on a long backlog holds one
+/// read's worth of memory, not `limit` records' worth.
+pub const MAX_READ_BYTES: usize = 10 * 1024 * 1024;
 
 /// A valid frame met by `walk`.
 pub struct Visit<'a> {
@@ -193,8 +197,9 @@ pub enum ReadFrom {
     After(u64),
 }
 
-/// Up to `limit` records of the log at `path` from `from`, none at or past `tip` (the fsynced
-/// length, always a frame boundary). `shard_id` names the shard in errors.
+/// Up to `limit` records and [`MAX_READ_BYTES`] of the log at `path` from `from`, none at or
+/// past `tip` (the fsynced length, always a frame boundary). `shard_id` names the shard in
+/// errors.
 pub fn read_records(
     file: &File,
     path: &Path,
@@ -208,9 +213,14 @@ pub fn read_records(
         ReadFrom::After(offset) => (offset, Some(offset)),
     };
     let mut records = Vec::new();
+    let mut bytes = 0;
     let bad = walk(file, start, tip, |visit| {
         if skip.take() == Some(visit.offset) {
             return true;
+        }
+        bytes += visit.data.len();
+        if bytes > MAX_READ_BYTES && !records.is_empty() {
+            return false;
         }
         records.push(StreamRecord {
             sequence: SequenceNumber::from_u64(visit.offset),
@@ -294,6 +304,24 @@ mod tests {
         assert!(records.iter().all(|r| r.data.len() == big.len()));
         let second = records[1].sequence.as_u64().unwrap();
         assert_eq!(keys(&path, ReadFrom::After(second), 2), ["c", "d"]);
+    }
+
+    #[test]
+    fn a_read_returns_at_most_ten_mib_and_the_next_read_goes_on_from_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let half = vec![7u8; frame::MAX_RECORD_BYTES / 2];
+        let names: Vec<String> = (0..24).map(|i| format!("k{i}")).collect();
+        for key in &names {
+            append(&path, key, &half);
+        }
+        let file = File::open(&path).unwrap();
+        let tip = file.metadata().unwrap().len();
+        let first = read_records(&file, &path, "s", ReadFrom::Start, tip, 100).unwrap();
+        assert_eq!(first.len(), MAX_READ_BYTES / half.len());
+        let last = first.last().unwrap().sequence.as_u64().unwrap();
+        let rest = keys(&path, ReadFrom::After(last), 100);
+        assert_eq!(rest, names[first.len()..]);
     }
 
     #[test]

@@ -9,10 +9,11 @@
 //! ```
 //!
 //! It accepts only what the careful path accepts, with the same result: every other key's
-//! value is still parsed as a `Value` (so bad UTF-8, numbers out of range and nesting past
+//! value is still parsed as a `Value` (so numbers out of range and nesting past
 //! serde_json's limit fail here as they fail there), and known keys go through the same
 //! `Deserialize` impls the careful path ends up calling. A repeated known key (the careful
-//! path keeps the last) and a key written with escapes give `None`. Attributes go straight
+//! path keeps the last), a key written with escapes and a record that is not UTF-8 give
+//! `None`. Attributes go straight
 //! into the lake's string map: strings as they are, any other value as the JSON text its
 //! `Value` would print, nulls dropped.
 
@@ -39,7 +40,10 @@ pub(super) struct Fields {
 
 /// `data`'s fields, or `None` when the careful path must decide.
 pub(super) fn parse(data: &[u8]) -> Option<Fields> {
-    let mut de = serde_json::Deserializer::from_slice(data);
+    // NOTE: one UTF-8 check of the whole record, instead of one per string as a slice
+    // reader does; a record that fails it goes the careful way, which names the error.
+    let text = std::str::from_utf8(data).ok()?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let fields = (&mut de).deserialize_map(FieldsVisitor).ok()?;
     de.end().ok()?;
     Some(fields)
