@@ -363,16 +363,21 @@ impl Batcher {
         }
     }
 
-    /// When the loop must look again without news: the oldest open record's linger, or the
-    /// earliest retry.
+    /// When the loop must look again without news: the earliest moment [`Self::dispatch`]
+    /// would seal an open record, or the earliest retry.
+    ///
+    /// NOTE: it must be the moment dispatch acts on ([`Self::seal_at`]), not the short linger:
+    /// a record whose linger passed while its shard has a put in flight waits, and waking for
+    /// it would spin the loop until the put returns, a full core for the length of every
+    /// put slower than the linger (real Kinesis puts take tens of milliseconds).
     fn next_wake(&self, closed: bool) -> Option<Instant> {
         if closed && !self.open.is_empty() {
             return Some(Instant::now());
         }
         let linger = self
             .open
-            .values()
-            .map(|o| o.opened_at + self.options.linger)
+            .iter()
+            .map(|(shard, open)| self.seal_at(shard, open))
             .min();
         // Entries in backoff matter only when a call could be sent.
         let retry = if self.in_flight.len() < self.options.max_in_flight {
@@ -719,4 +724,79 @@ pub fn budget_bytes(records: &[OutgoingRecord]) -> usize {
         .iter()
         .map(|r| r.data.len() + r.partition_key.len())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use adpipe_core::stream::{SequenceNumber, Shard};
+    use async_trait::async_trait;
+    use prometheus::Registry;
+
+    use super::*;
+    use crate::metrics::ReceiverMetrics;
+
+    /// One shard owning every key, whose puts take `latency` on tokio's clock.
+    struct SlowStream {
+        latency: Duration,
+    }
+
+    #[async_trait]
+    impl StreamWriter for SlowStream {
+        async fn shards(&self) -> Result<Vec<Shard>, StreamError> {
+            Ok(vec![Shard {
+                id: "shardId-000000000000".to_owned(),
+                starting_hash_key: 0,
+                ending_hash_key: u128::MAX,
+                parent_shard_id: None,
+                adjacent_parent_shard_id: None,
+                open: true,
+            }])
+        }
+
+        async fn put(&self, entries: &[PutEntry]) -> Result<Vec<PutOutcome>, StreamError> {
+            tokio::time::sleep(self.latency).await;
+            Ok((0..entries.len())
+                .map(|i| PutOutcome::Accepted {
+                    shard_id: "shardId-000000000000".to_owned(),
+                    sequence: SequenceNumber::from_u64(i as u64),
+                })
+                .collect())
+        }
+    }
+
+    fn event(key: &str) -> Vec<OutgoingRecord> {
+        vec![OutgoingRecord {
+            partition_key: key.to_owned(),
+            data: br#"{"event_type":"impression"}"#.to_vec(),
+        }]
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn records_lingering_behind_a_slow_put_wait_for_it_without_spinning() {
+        let metrics = ReceiverMetrics::register(&Registry::new())
+            .unwrap()
+            .partner("acme-video");
+        let latency = Duration::from_millis(200);
+        let (producer, _task) = Producer::start(
+            Arc::new(SlowStream { latency }),
+            ProducerOptions::default(),
+            metrics,
+        );
+        let runtime = tokio::runtime::Handle::current().metrics();
+        let busy_before = runtime.worker_total_busy_duration(0);
+        let first = producer.submit(event("a"), producer.reserve(64).unwrap());
+        // The second record arrives while the first one's put is in flight, and its linger
+        // passes long before that put returns.
+        tokio::time::sleep(DEFAULT_LINGER * 2).await;
+        let second = producer.submit(event("b"), producer.reserve(64).unwrap());
+        assert_eq!((first.await, second.await), (Ok(Ok(())), Ok(Ok(()))));
+        let busy = runtime.worker_total_busy_duration(0) - busy_before;
+        // Waiting, the batcher needs well under a millisecond of the ~400 ms this takes;
+        // polling for the put's end would keep the thread busy for most of the 100 ms the
+        // second record lingers.
+        assert!(
+            busy < latency / 8,
+            "the runtime was busy for {busy:?} of two puts of {latency:?} each"
+        );
+    }
 }
