@@ -19,7 +19,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use adpipe_core::kpl::{AddError, AggregatedRecord, Aggregator};
 use adpipe_core::shard::{ShardMap, hash_key};
@@ -27,6 +27,7 @@ use adpipe_core::stream::{PutEntry, PutOutcome, StreamError, StreamWriter};
 use rand::Rng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::metrics::{PUT_PAYLOAD_UNIT_BYTES, PartnerMetrics};
 
@@ -522,8 +523,10 @@ impl Batcher {
     ///
     /// A call costs far more CPU than the bytes it carries (signing, serialising, a
     /// round trip), so when one shard's aggregate is due, every other idle shard's aggregate
-    /// that already holds a whole billed unit goes in the same call: its full units are cut
-    /// off now instead of in a call of their own a few milliseconds later.
+    /// goes in the same call instead of in a call of its own a few milliseconds later. The
+    /// shards then keep step, each sealed once per linger as before, so the records and
+    /// billed units are the same while the calls are one per linger, not one per shard, and
+    /// a request whose events span shards waits for one seal, not the latest of several.
     fn dispatch(&mut self, closing: bool) {
         let now = Instant::now();
         let mut lingered: Vec<String> = self
@@ -536,11 +539,7 @@ impl Batcher {
             let company: Vec<String> = self
                 .open
                 .iter()
-                .filter(|(shard, o)| {
-                    !lingered.contains(shard)
-                        && !self.busy.contains_key(*shard)
-                        && o.billed_bytes() >= PUT_PAYLOAD_UNIT_BYTES
-                })
+                .filter(|(shard, _)| !lingered.contains(shard) && !self.busy.contains_key(*shard))
                 .map(|(k, _)| k.clone())
                 .collect();
             lingered.extend(company);
@@ -713,7 +712,7 @@ fn push_member(members: &mut Vec<Member>, ack: &Arc<Pending>) {
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
@@ -728,6 +727,8 @@ pub fn budget_bytes(records: &[OutgoingRecord]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use adpipe_core::stream::{SequenceNumber, Shard};
     use async_trait::async_trait;
     use prometheus::Registry;
@@ -735,33 +736,72 @@ mod tests {
     use super::*;
     use crate::metrics::ReceiverMetrics;
 
-    /// One shard owning every key, whose puts take `latency` on tokio's clock.
+    /// Two shards splitting the hash key space, whose puts take `latency` on tokio's clock;
+    /// it remembers the shards each call carried entries for.
     struct SlowStream {
         latency: Duration,
+        calls: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl SlowStream {
+        fn new(latency: Duration) -> Arc<SlowStream> {
+            Arc::new(SlowStream {
+                latency,
+                calls: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn map() -> ShardMap {
+            let shard = |n: u128, start: u128, end: u128| Shard {
+                id: format!("shardId-{n:012}"),
+                starting_hash_key: start,
+                ending_hash_key: end,
+                parent_shard_id: None,
+                adjacent_parent_shard_id: None,
+                open: true,
+            };
+            ShardMap::new(&[
+                shard(0, 0, u128::MAX / 2),
+                shard(1, u128::MAX / 2 + 1, u128::MAX),
+            ])
+        }
     }
 
     #[async_trait]
     impl StreamWriter for SlowStream {
         async fn shards(&self) -> Result<Vec<Shard>, StreamError> {
-            Ok(vec![Shard {
-                id: "shardId-000000000000".to_owned(),
-                starting_hash_key: 0,
-                ending_hash_key: u128::MAX,
-                parent_shard_id: None,
-                adjacent_parent_shard_id: None,
-                open: true,
-            }])
+            Ok(Self::map().shards().to_vec())
         }
 
         async fn put(&self, entries: &[PutEntry]) -> Result<Vec<PutOutcome>, StreamError> {
+            let map = Self::map();
+            let shards: Vec<String> = entries
+                .iter()
+                .map(|e| {
+                    let hash = e
+                        .explicit_hash_key
+                        .unwrap_or_else(|| hash_key(&e.partition_key));
+                    map.shard_for(hash)
+                        .map_or_else(String::new, |s| s.id.clone())
+                })
+                .collect();
+            self.calls.lock().unwrap().push(shards.clone());
             tokio::time::sleep(self.latency).await;
-            Ok((0..entries.len())
-                .map(|i| PutOutcome::Accepted {
-                    shard_id: "shardId-000000000000".to_owned(),
+            Ok(shards
+                .into_iter()
+                .enumerate()
+                .map(|(i, shard_id)| PutOutcome::Accepted {
+                    shard_id,
                     sequence: SequenceNumber::from_u64(i as u64),
                 })
                 .collect())
         }
+    }
+
+    fn metrics() -> PartnerMetrics {
+        ReceiverMetrics::register(&Registry::new())
+            .unwrap()
+            .partner("acme-video")
     }
 
     fn event(key: &str) -> Vec<OutgoingRecord> {
@@ -771,16 +811,22 @@ mod tests {
         }]
     }
 
+    /// A partition key for each shard.
+    fn key_on(shard: &str) -> String {
+        let map = SlowStream::map();
+        (0..)
+            .map(|n| format!("session-{n}"))
+            .find(|key| map.shard_for(hash_key(key)).is_some_and(|s| s.id == shard))
+            .unwrap()
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn records_lingering_behind_a_slow_put_wait_for_it_without_spinning() {
-        let metrics = ReceiverMetrics::register(&Registry::new())
-            .unwrap()
-            .partner("acme-video");
         let latency = Duration::from_millis(200);
         let (producer, _task) = Producer::start(
-            Arc::new(SlowStream { latency }),
+            SlowStream::new(latency),
             ProducerOptions::default(),
-            metrics,
+            metrics(),
         );
         let runtime = tokio::runtime::Handle::current().metrics();
         let busy_before = runtime.worker_total_busy_duration(0);
@@ -788,7 +834,7 @@ mod tests {
         // The second record arrives while the first one's put is in flight, and its linger
         // passes long before that put returns.
         tokio::time::sleep(DEFAULT_LINGER * 2).await;
-        let second = producer.submit(event("b"), producer.reserve(64).unwrap());
+        let second = producer.submit(event("a"), producer.reserve(64).unwrap());
         assert_eq!((first.await, second.await), (Ok(Ok(())), Ok(Ok(()))));
         let busy = runtime.worker_total_busy_duration(0) - busy_before;
         // Waiting, the batcher needs well under a millisecond of the ~400 ms this takes;
@@ -797,6 +843,26 @@ mod tests {
         assert!(
             busy < latency / 8,
             "the runtime was busy for {busy:?} of two puts of {latency:?} each"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_one_shard_is_due_the_other_idle_shard_goes_in_the_same_call() {
+        let stream = SlowStream::new(Duration::from_millis(5));
+        let (producer, _task) =
+            Producer::start(stream.clone(), ProducerOptions::default(), metrics());
+        let (zero, one) = (
+            key_on("shardId-000000000000"),
+            key_on("shardId-000000000001"),
+        );
+        let first = producer.submit(event(&zero), producer.reserve(64).unwrap());
+        // Half a linger later, the other shard's record: due only after the first one is.
+        tokio::time::sleep(DEFAULT_LINGER / 2).await;
+        let second = producer.submit(event(&one), producer.reserve(64).unwrap());
+        assert_eq!((first.await, second.await), (Ok(Ok(())), Ok(Ok(()))));
+        assert_eq!(
+            *stream.calls.lock().unwrap(),
+            [["shardId-000000000000", "shardId-000000000001"]]
         );
     }
 }
