@@ -358,9 +358,10 @@ def sustained(report):
     )
 
 
-def measure(setup, subject, rate, batch, warmup, duration, grace, tag):
-    """One run: fresh sink and subject, the load, the figures."""
-    sink = Sink(setup, tag=f"{tag}-sink")
+def measure(setup, subject, rate, batch, warmup, duration, grace, tag, sink_latency_ms=None):
+    """One run: fresh sink (answering in the setup's latency unless told) and subject, the
+    load, the figures."""
+    sink = Sink(setup, tag=f"{tag}-sink", latency_ms=sink_latency_ms)
     try:
         sut = Subject(setup, subject, sink.endpoint, tag)
         try:

@@ -51,8 +51,12 @@ def load_group(batch, rate):
 
 def fixed_rate(setup, plan, floor):
     """Every (batch, rate) of `plan` for every subject, `plan["reps"]` times, interleaved:
-    adpipe, reference (, bare) for one load, then the next load, then the next repetition."""
+    adpipe, reference (, bare) for one load, then the next load, then the next repetition;
+    then, in each repetition, the `slow_sink` loads against a sink answering as slowly as
+    Kinesis does (figures only: the goals are measured with the setup's sink)."""
     results = {}
+    slow = plan.get("slow_sink")
+    slow_results = {}
     for rep in range(plan["reps"]):
         for batch, rates, subjects in plan["loads"]:
             for rate in rates:
@@ -61,6 +65,13 @@ def fixed_rate(setup, plan, floor):
                     results.setdefault((batch, rate, subject), []).append(
                         measure(setup, subject, rate, batch, plan["warmup"], plan["duration"],
                                 plan["grace"], tag))
+        for batch, rates, subjects in slow["loads"] if slow else []:
+            for rate in rates:
+                for subject in subjects:
+                    tag = f"slow-sink-b{batch}-r{int(rate)}-{subject}-{rep}"
+                    slow_results.setdefault((batch, rate, subject), []).append(
+                        measure(setup, subject, rate, batch, plan["warmup"], plan["duration"],
+                                plan["grace"], tag, sink_latency_ms=slow["latency_ms"]))
     metrics = []
     for (batch, rate, subject), runs in results.items():
         for key, name, unit, better, only in FIGURES:
@@ -69,6 +80,14 @@ def fixed_rate(setup, plan, floor):
             metrics.append(metric(load_group(batch, rate), name, unit, better,
                                   [r.get(key) for r in runs], subject=subject, batch=batch,
                                   load=rate, figure=key))
+    for (batch, rate, subject), runs in slow_results.items():
+        group = f"{load_group(batch, rate)} · Kinesis answering in {slow['latency_ms']} ms"
+        for key, name, unit, better, only in FIGURES:
+            if only and subject not in only:
+                continue
+            # NOTE: no batch or load here, so the plots of the main loads leave these out.
+            metrics.append(metric(group, name, unit, better, [r.get(key) for r in runs],
+                                  subject=subject, figure=f"slow_sink_{key}"))
     goals = fixed_rate_goals(results, floor)
     notes = [
         f"Open-loop load, latency from each request's scheduled send time; connections sized "
@@ -85,6 +104,12 @@ def fixed_rate(setup, plan, floor):
         "adpipe aggregates per predicted shard and places each aggregate with an explicit "
         "hash key.",
     ]
+    if slow:
+        notes.append(
+            f"The loads marked 'Kinesis answering in {slow['latency_ms']} ms' run against a "
+            f"sink that takes that long per put, as PutRecords does in a region (tens of ms): "
+            f"each receiver packs more per call while puts are in flight. Figures only; the "
+            f"goals are measured with the {setup.sink_latency_ms} ms sink.")
     return {"part": "fixed-rate", "metrics": metrics, "goals": goals, "notes": notes}
 
 

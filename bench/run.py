@@ -61,6 +61,8 @@ FULL = {
             (20, [10_000, 50_000, 200_000], [harness.ADPIPE, harness.REFERENCE, harness.BARE]),
             (1, [10_000, 50_000], [harness.ADPIPE, harness.REFERENCE, harness.BARE]),
         ],
+        "slow_sink": {"latency_ms": 30,
+                      "loads": [(20, [10_000], [harness.ADPIPE, harness.REFERENCE])]},
     },
     "saturation": {
         "warmup": 2.0, "duration": 5.0, "grace": 2.0, "start": 20_000, "floor": 500,
@@ -81,6 +83,8 @@ QUICK = {
             (20, [10_000, 50_000], [harness.ADPIPE, harness.REFERENCE, harness.BARE]),
             (1, [5_000], [harness.ADPIPE, harness.REFERENCE, harness.BARE]),
         ],
+        "slow_sink": {"latency_ms": 30,
+                      "loads": [(20, [10_000], [harness.ADPIPE, harness.REFERENCE])]},
     },
     "saturation": {
         "warmup": 1.0, "duration": 2.0, "grace": 1.0, "start": 20_000, "floor": 500,
