@@ -524,9 +524,9 @@ impl Batcher {
     /// A call costs far more CPU than the bytes it carries (signing, serialising, a
     /// round trip), so when one shard's aggregate is due, every other idle shard's aggregate
     /// goes in the same call instead of in a call of its own a few milliseconds later. The
-    /// shards then keep step, each sealed once per linger as before, so the records and
-    /// billed units are the same while the calls are one per linger, not one per shard, and
-    /// a request whose events span shards waits for one seal, not the latest of several.
+    /// shards then keep step, each sealed about once per linger as before, so records and
+    /// billed units stay about the same (at 10k events/s in 20-event batches, the same)
+    /// while the calls are one per linger, not one per shard.
     fn dispatch(&mut self, closing: bool) {
         let now = Instant::now();
         let mut lingered: Vec<String> = self
