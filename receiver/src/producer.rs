@@ -523,10 +523,10 @@ impl Batcher {
     ///
     /// A call costs far more CPU than the bytes it carries (signing, serialising, a
     /// round trip), so when one shard's aggregate is due, every other idle shard's aggregate
-    /// goes in the same call instead of in a call of its own a few milliseconds later. The
-    /// shards then keep step, each sealed about once per linger as before, so records and
-    /// billed units stay about the same (at 10k events/s in 20-event batches, the same)
-    /// while the calls are one per linger, not one per shard.
+    /// that holds a whole billed unit (its full units are cut off) or has waited half a
+    /// linger goes in the same call instead of in a call of its own a few milliseconds
+    /// later. The shards then keep step, one call per linger instead of one per shard; an
+    /// aggregate younger than that stays, as sealing it would bill a whole unit for little.
     fn dispatch(&mut self, closing: bool) {
         let now = Instant::now();
         let mut lingered: Vec<String> = self
@@ -539,7 +539,12 @@ impl Batcher {
             let company: Vec<String> = self
                 .open
                 .iter()
-                .filter(|(shard, _)| !lingered.contains(shard) && !self.busy.contains_key(*shard))
+                .filter(|(shard, o)| {
+                    !lingered.contains(shard)
+                        && !self.busy.contains_key(*shard)
+                        && (o.billed_bytes() >= PUT_PAYLOAD_UNIT_BYTES
+                            || now >= o.opened_at + self.options.linger / 2)
+                })
                 .map(|(k, _)| k.clone())
                 .collect();
             lingered.extend(company);
@@ -846,8 +851,9 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn when_one_shard_is_due_the_other_idle_shard_goes_in_the_same_call() {
+    /// The shards each call carried when a record for shard 1 arrives `after` one for
+    /// shard 0, both well under a unit.
+    async fn calls_for_records_apart(after: Duration) -> Vec<Vec<String>> {
         let stream = SlowStream::new(Duration::from_millis(5));
         let (producer, _task) =
             Producer::start(stream.clone(), ProducerOptions::default(), metrics());
@@ -856,13 +862,21 @@ mod tests {
             key_on("shardId-000000000001"),
         );
         let first = producer.submit(event(&zero), producer.reserve(64).unwrap());
-        // Half a linger later, the other shard's record: due only after the first one is.
-        tokio::time::sleep(DEFAULT_LINGER / 2).await;
+        tokio::time::sleep(after).await;
         let second = producer.submit(event(&one), producer.reserve(64).unwrap());
         assert_eq!((first.await, second.await), (Ok(Ok(())), Ok(Ok(()))));
+        stream.calls.lock().unwrap().clone()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_shard_waiting_half_a_linger_goes_in_the_due_shards_call() {
         assert_eq!(
-            *stream.calls.lock().unwrap(),
+            calls_for_records_apart(DEFAULT_LINGER / 4).await,
             [["shardId-000000000000", "shardId-000000000001"]]
+        );
+        assert_eq!(
+            calls_for_records_apart(DEFAULT_LINGER * 3 / 4).await,
+            [["shardId-000000000000"], ["shardId-000000000001"]]
         );
     }
 }
