@@ -49,6 +49,15 @@ def load_group(batch, rate):
     return f"fixed rate · {batch}-event batches · {rate / 1000:g}k events/s"
 
 
+def figures_of(results):
+    """(batch, rate, subject, figure key, name, unit, better, values of the runs) for every
+    figure that applies to each (batch, rate, subject) of `results`."""
+    for (batch, rate, subject), runs in results.items():
+        for key, name, unit, better, only in FIGURES:
+            if not only or subject in only:
+                yield batch, rate, subject, key, name, unit, better, [r.get(key) for r in runs]
+
+
 def fixed_rate(setup, plan, floor):
     """Every (batch, rate) of `plan` for every subject, `plan["reps"]` times, interleaved:
     adpipe, reference (, bare) for one load, then the next load, then the next repetition;
@@ -57,37 +66,29 @@ def fixed_rate(setup, plan, floor):
     results = {}
     slow = plan.get("slow_sink")
     slow_results = {}
+    # (loads, the sink's latency (None: the setup's), tag prefix, where the runs go)
+    series = [(plan["loads"], None, "fixed", results)]
+    if slow:
+        series.append((slow["loads"], slow["latency_ms"], "slow-sink", slow_results))
     for rep in range(plan["reps"]):
-        for batch, rates, subjects in plan["loads"]:
-            for rate in rates:
-                for subject in subjects:
-                    tag = f"fixed-b{batch}-r{int(rate)}-{subject}-{rep}"
-                    results.setdefault((batch, rate, subject), []).append(
-                        measure(setup, subject, rate, batch, plan["warmup"], plan["duration"],
-                                plan["grace"], tag))
-        for batch, rates, subjects in slow["loads"] if slow else []:
-            for rate in rates:
-                for subject in subjects:
-                    tag = f"slow-sink-b{batch}-r{int(rate)}-{subject}-{rep}"
-                    slow_results.setdefault((batch, rate, subject), []).append(
-                        measure(setup, subject, rate, batch, plan["warmup"], plan["duration"],
-                                plan["grace"], tag, sink_latency_ms=slow["latency_ms"]))
-    metrics = []
-    for (batch, rate, subject), runs in results.items():
-        for key, name, unit, better, only in FIGURES:
-            if only and subject not in only:
-                continue
-            metrics.append(metric(load_group(batch, rate), name, unit, better,
-                                  [r.get(key) for r in runs], subject=subject, batch=batch,
-                                  load=rate, figure=key))
-    for (batch, rate, subject), runs in slow_results.items():
-        group = f"{load_group(batch, rate)} · Kinesis answering in {slow['latency_ms']} ms"
-        for key, name, unit, better, only in FIGURES:
-            if only and subject not in only:
-                continue
-            # NOTE: no batch or load here, so the plots of the main loads leave these out.
-            metrics.append(metric(group, name, unit, better, [r.get(key) for r in runs],
-                                  subject=subject, figure=f"slow_sink_{key}"))
+        for loads, latency_ms, prefix, into in series:
+            for batch, rates, subjects in loads:
+                for rate in rates:
+                    for subject in subjects:
+                        tag = f"{prefix}-b{batch}-r{int(rate)}-{subject}-{rep}"
+                        into.setdefault((batch, rate, subject), []).append(
+                            measure(setup, subject, rate, batch, plan["warmup"],
+                                    plan["duration"], plan["grace"], tag,
+                                    sink_latency_ms=latency_ms))
+    metrics = [metric(load_group(batch, rate), name, unit, better, values, subject=subject,
+                      batch=batch, load=rate, figure=key)
+               for batch, rate, subject, key, name, unit, better, values in figures_of(results)]
+    # NOTE: no batch or load on these, so the plots of the main loads leave them out.
+    metrics += [metric(f"{load_group(batch, rate)} · Kinesis answering in "
+                       f"{slow['latency_ms']} ms", name, unit, better, values, subject=subject,
+                       figure=f"slow_sink_{key}")
+                for batch, rate, subject, key, name, unit, better, values
+                in figures_of(slow_results)]
     goals = fixed_rate_goals(results, floor)
     notes = [
         f"Open-loop load, latency from each request's scheduled send time; connections sized "
