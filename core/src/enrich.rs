@@ -21,6 +21,7 @@
 
 mod networks;
 
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroUsize;
 use std::path::Path;
@@ -123,7 +124,7 @@ impl Enricher {
 
     /// Adds what the enabled steps know to `event`, asking the parser and the database each
     /// time. A worker uses [`Enricher::caching`] instead, which gives the same result faster.
-    pub fn enrich(&self, event: &mut AdEvent) {
+    pub fn enrich(&self, event: &mut AdEvent<'_>) {
         if let (Some(parser), Some(ua)) = (&self.user_agent, event.user_agent.as_deref())
             && let Some(agent) = Agent::parse(parser, ua)
         {
@@ -174,7 +175,7 @@ impl std::fmt::Debug for CachingEnricher<'_> {
 
 impl CachingEnricher<'_> {
     /// Adds what the enabled steps know to `event`: the same as [`Enricher::enrich`].
-    pub fn enrich(&mut self, event: &mut AdEvent) {
+    pub fn enrich(&mut self, event: &mut AdEvent<'_>) {
         if let (Some(parser), Some(agents), Some(ua)) = (
             &self.enricher.user_agent,
             &mut self.agents,
@@ -223,15 +224,17 @@ impl Agent {
     }
 
     /// Fills the fields the partner left empty.
-    fn apply(&self, event: &mut AdEvent) {
+    fn apply(&self, event: &mut AdEvent<'_>) {
         event
             .device_type
-            .get_or_insert_with(|| self.device_type.to_owned());
+            .get_or_insert(Cow::Borrowed(self.device_type));
         if let Some(os) = &self.os {
-            event.os.get_or_insert_with(|| os.to_string());
+            event.os.get_or_insert_with(|| Cow::Owned(os.to_string()));
         }
         if let Some(browser) = &self.browser {
-            event.browser.get_or_insert_with(|| browser.to_string());
+            event
+                .browser
+                .get_or_insert_with(|| Cow::Owned(browser.to_string()));
         }
     }
 }
@@ -269,7 +272,7 @@ impl Place {
     }
 
     /// Fills the fields the partner left empty.
-    fn apply(&self, event: &mut AdEvent) {
+    fn apply(&self, event: &mut AdEvent<'_>) {
         for (slot, value) in [
             (&mut event.country, &self.country),
             (&mut event.region, &self.region),
@@ -278,7 +281,7 @@ impl Place {
             if slot.is_none()
                 && let Some(value) = value
             {
-                *slot = Some(value.to_string());
+                *slot = Some(Cow::Owned(value.to_string()));
             }
         }
     }
@@ -392,10 +395,10 @@ mod tests {
                 for (j, ip) in ips.iter().enumerate() {
                     let filled = (round + i + j) % 4 == 0;
                     events.push(AdEvent {
-                        user_agent: agent.map(str::to_owned),
-                        ip: ip.map(str::to_owned),
-                        os: filled.then(|| "partner-os".to_owned()),
-                        city: filled.then(|| "partner-city".to_owned()),
+                        user_agent: agent.map(Cow::Borrowed),
+                        ip: ip.map(Cow::Borrowed),
+                        os: filled.then_some(Cow::Borrowed("partner-os")),
+                        city: filled.then_some(Cow::Borrowed("partner-city")),
                         ..AdEvent::default()
                     });
                 }

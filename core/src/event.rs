@@ -4,6 +4,7 @@
 //! (times as integer milliseconds since the Unix epoch, UTC); in the lake it is one Parquet
 //! row. [`AdEvent`] is that object, so the JSON encoding is the stream contract.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -14,6 +15,11 @@ use serde::{Deserialize, Serialize};
 pub const MAX_FUTURE_SKEW_MS: i64 = 5 * 60 * 1000;
 /// How old an event may be: older ones would land in partitions that are already queried.
 pub const MAX_EVENT_AGE_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
+/// Room reserved for one event's stream JSON: a typical event (ids, a user agent, a few
+/// attributes) takes 400–500 bytes, so it is written without growing the buffer three times
+/// from serde_json's 128.
+const STREAM_JSON_CAPACITY: usize = 512;
 
 /// The kinds of event adpipe knows.
 #[derive(
@@ -163,12 +169,16 @@ impl EpochMillis {
 }
 
 /// One standard ad event.
+///
+/// Its text borrows where it can (`'a`): the receiver maps a partner's request body into
+/// events that point into that body, so an event costs no copy of its strings on the way to
+/// the stream; the deliverer reads owned ones (`AdEvent<'static>`).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
-pub struct AdEvent {
+pub struct AdEvent<'a> {
     /// The partner's event id, or a generated UUIDv7.
-    pub event_id: String,
+    pub event_id: Cow<'a, str>,
     /// The partner (`spec.partner`).
-    pub partner: String,
+    pub partner: Cow<'a, str>,
     /// The standard event type.
     pub event_type: EventTypeField,
     /// When the event happened, according to the partner.
@@ -177,46 +187,46 @@ pub struct AdEvent {
     pub received_at: EpochMillis,
     /// The ad session; events of one session stay ordered on one shard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ad_session_id: Option<String>,
+    pub ad_session_id: Option<Cow<'a, str>>,
     /// Campaign id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub campaign_id: Option<String>,
+    pub campaign_id: Option<Cow<'a, str>>,
     /// Placement id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub placement_id: Option<String>,
+    pub placement_id: Option<Cow<'a, str>>,
     /// Creative id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub creative_id: Option<String>,
+    pub creative_id: Option<Cow<'a, str>>,
     /// Publisher id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub publisher_id: Option<String>,
+    pub publisher_id: Option<Cow<'a, str>>,
     /// URL of the page that showed the ad.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub page_url: Option<String>,
+    pub page_url: Option<Cow<'a, str>>,
     /// The viewer's user agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_agent: Option<String>,
+    pub user_agent: Option<Cow<'a, str>>,
     /// The viewer's IP, anonymised (IPv4 /24, IPv6 /48).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip: Option<String>,
+    pub ip: Option<Cow<'a, str>>,
     /// ISO country code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub country: Option<String>,
+    pub country: Option<Cow<'a, str>>,
     /// Region (subdivision) code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
+    pub region: Option<Cow<'a, str>>,
     /// City name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub city: Option<String>,
+    pub city: Option<Cow<'a, str>>,
     /// `desktop`, `mobile`, `tablet`, `tv`, `bot` or `other`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_type: Option<String>,
+    pub device_type: Option<Cow<'a, str>>,
     /// Operating system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub os: Option<String>,
+    pub os: Option<Cow<'a, str>>,
     /// Browser.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub browser: Option<String>,
+    pub browser: Option<Cow<'a, str>>,
     /// How long the ad was in view.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_view_ms: Option<i64>,
@@ -225,13 +235,13 @@ pub struct AdEvent {
     pub price_micros: Option<i64>,
     /// ISO 4217 currency code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub currency: Option<String>,
+    pub currency: Option<Cow<'a, str>>,
     /// The user's consent string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consent: Option<String>,
+    pub consent: Option<Cow<'a, str>>,
     /// Partner fields that no mapping names, as strings.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub attributes: BTreeMap<String, String>,
+    pub attributes: BTreeMap<Cow<'a, str>, Cow<'a, str>>,
 }
 
 /// The event type as read from the stream.
@@ -286,7 +296,7 @@ impl<'de> Deserialize<'de> for EventTypeField {
 }
 
 impl JsonSchema for EventTypeField {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
+    fn schema_name() -> Cow<'static, str> {
         "EventTypeName".into()
     }
 
@@ -295,7 +305,7 @@ impl JsonSchema for EventTypeField {
     }
 }
 
-impl AdEvent {
+impl AdEvent<'_> {
     /// The Kinesis partition key: the ad session, so that one session stays ordered on one
     /// shard, else the event id.
     pub fn partition_key(&self) -> &str {
@@ -307,7 +317,11 @@ impl AdEvent {
 
     /// The event as it travels on the stream.
     pub fn to_stream_json(&self) -> Vec<u8> {
+        let mut json = Vec::with_capacity(STREAM_JSON_CAPACITY);
         // NOTE: serialising a struct of strings, integers and a string map cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        match serde_json::to_writer(&mut json, self) {
+            Ok(()) => json,
+            Err(_) => Vec::new(),
+        }
     }
 }

@@ -121,7 +121,7 @@ impl SeqSpan {
 struct DataFile {
     span: SeqSpan,
     parquet: ParquetFile,
-    staged: Vec<AdEvent>,
+    staged: Vec<AdEvent<'static>>,
 }
 
 impl DataFile {
@@ -178,7 +178,7 @@ impl Batch {
         &mut self,
         sequence: &SequenceNumber,
         arrived_at: EpochMillis,
-        events: Vec<AdEvent>,
+        events: Vec<AdEvent<'static>>,
         errors: &[ErrorEntry],
     ) -> Result<(), EncodeError> {
         self.opened_at.get_or_insert_with(Instant::now);
@@ -301,9 +301,9 @@ mod tests {
         shard_id: "shardId-000000000001",
     };
 
-    fn event(id: &str, received_at: i64) -> AdEvent {
+    fn event(id: &str, received_at: i64) -> AdEvent<'static> {
         AdEvent {
-            event_id: id.into(),
+            event_id: id.to_owned().into(),
             received_at: EpochMillis(received_at),
             ..AdEvent::default()
         }

@@ -19,6 +19,8 @@
 //! crate spends most of its CPU on; anything else (an error, a repeated key) goes the careful
 //! way through a `serde_json::Value`, which gives the same events and names what is wrong.
 
+use std::borrow::Cow;
+
 use adpipe_core::event::{AdEvent, EpochMillis, EventType};
 use adpipe_core::kpl;
 use adpipe_core::stream::StreamRecord;
@@ -33,7 +35,7 @@ mod one_pass;
 #[derive(Debug, Default)]
 pub struct Decoded {
     /// The events, in user record order.
-    pub events: Vec<AdEvent>,
+    pub events: Vec<AdEvent<'static>>,
     /// The user records (or the whole record) that could not be decoded.
     pub errors: Vec<ErrorEntry>,
     /// How many user records the record held (0 when it could not be de-aggregated).
@@ -153,7 +155,7 @@ fn parse_event(
     record: &StreamRecord,
     index: usize,
     data: &[u8],
-) -> Result<AdEvent, (ErrorCategory, String)> {
+) -> Result<AdEvent<'static>, (ErrorCategory, String)> {
     match one_pass::parse(data) {
         Some(fields) => Ok(complete(fields, shard_id, partner, record, index)),
         None => parse_event_carefully(shard_id, partner, record, index, data),
@@ -167,16 +169,21 @@ fn complete(
     partner: &str,
     record: &StreamRecord,
     index: usize,
-) -> AdEvent {
+) -> AdEvent<'static> {
     let received_at = fields.received_at.unwrap_or(record.arrived_at);
     let event_id = match fields.event_id {
-        Some(id) if !id.is_empty() => id,
-        _ => derived_event_id(shard_id, record.sequence.as_str(), index, record.arrived_at),
+        Some(id) if !id.is_empty() => Cow::Owned(id),
+        _ => Cow::Owned(derived_event_id(
+            shard_id,
+            record.sequence.as_str(),
+            index,
+            record.arrived_at,
+        )),
     };
     let attributes = fields.attributes.unwrap_or_default().0;
     AdEvent {
         event_id,
-        partner: partner.to_owned(),
+        partner: Cow::Owned(partner.to_owned()),
         event_type: fields
             .event_type
             .unwrap_or_else(|| EventType::Custom.into()),
@@ -195,7 +202,7 @@ fn parse_event_carefully(
     record: &StreamRecord,
     index: usize,
     data: &[u8],
-) -> Result<AdEvent, (ErrorCategory, String)> {
+) -> Result<AdEvent<'static>, (ErrorCategory, String)> {
     let value: Value = serde_json::from_slice(data)
         .map_err(|e| (ErrorCategory::NotJson, format!("failed to parse JSON: {e}")))?;
     let Value::Object(mut fields) = value else {

@@ -46,14 +46,17 @@ const UNDICTIONARIED_COLUMNS: [(&str, Encoding); 3] = [
 ];
 
 /// A string column and how to read it from an event.
-type StringColumn = (&'static str, fn(&AdEvent) -> Option<&str>);
+type StringColumn = (
+    &'static str,
+    for<'e> fn(&'e AdEvent<'static>) -> Option<&'e str>,
+);
 /// An integer column and how to read it from an event.
-type IntegerColumn = (&'static str, fn(&AdEvent) -> Option<i64>);
+type IntegerColumn = (&'static str, fn(&AdEvent<'static>) -> Option<i64>);
 
 /// The string columns every row has, before the two times.
 const REQUIRED_STRINGS: [StringColumn; 3] = [
-    ("event_id", |e| Some(e.event_id.as_str())),
-    ("partner", |e| Some(e.partner.as_str())),
+    ("event_id", |e| Some(&e.event_id)),
+    ("partner", |e| Some(&e.partner)),
     ("event_type", |e| Some(e.event_type.as_str())),
 ];
 
@@ -145,9 +148,12 @@ fn attributes_type() -> DataType {
 /// NOTE: two passes over the events, one to size every builder and one to fill them all,
 /// rather than two per column: each builder is allocated once, at its final size, and the
 /// events are walked twice, not forty times.
-pub fn record_batch(schema: &SchemaRef, events: &[AdEvent]) -> Result<RecordBatch, EncodeError> {
+pub fn record_batch(
+    schema: &SchemaRef,
+    events: &[AdEvent<'static>],
+) -> Result<RecordBatch, EncodeError> {
     let n = events.len();
-    let strings: Vec<fn(&AdEvent) -> Option<&str>> = REQUIRED_STRINGS
+    let strings: Vec<for<'e> fn(&'e AdEvent<'static>) -> Option<&'e str>> = REQUIRED_STRINGS
         .iter()
         .chain(&OPTIONAL_STRINGS_BEFORE_NUMBERS)
         .chain(&OPTIONAL_STRINGS_AFTER_NUMBERS)
@@ -261,7 +267,7 @@ impl ParquetFile {
     }
 
     /// Appends `events` as rows.
-    pub fn write(&mut self, events: &[AdEvent]) -> Result<(), EncodeError> {
+    pub fn write(&mut self, events: &[AdEvent<'static>]) -> Result<(), EncodeError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -300,7 +306,7 @@ mod tests {
 
     use super::*;
 
-    fn full_event() -> AdEvent {
+    fn full_event() -> AdEvent<'static> {
         AdEvent {
             event_id: "e-1".into(),
             partner: "acme-video".into(),
@@ -319,7 +325,7 @@ mod tests {
         }
     }
 
-    fn sparse_event() -> AdEvent {
+    fn sparse_event() -> AdEvent<'static> {
         AdEvent {
             event_id: "e-2".into(),
             partner: "acme-video".into(),
@@ -330,7 +336,7 @@ mod tests {
         }
     }
 
-    fn write(events: &[AdEvent]) -> Bytes {
+    fn write(events: &[AdEvent<'static>]) -> Bytes {
         let mut file = ParquetFile::new().unwrap();
         file.write(events).unwrap();
         assert_eq!(file.rows(), events.len());
@@ -461,10 +467,10 @@ mod tests {
     #[test]
     fn estimated_size_grows_with_rows() {
         let mut file = ParquetFile::new().unwrap();
-        let events: Vec<AdEvent> = (0..2000)
+        let events: Vec<AdEvent<'static>> = (0..2000)
             .map(|i| AdEvent {
-                event_id: format!("event-{i}"),
-                page_url: Some(format!("https://example.com/page/{i}")),
+                event_id: format!("event-{i}").into(),
+                page_url: Some(format!("https://example.com/page/{i}").into()),
                 ..full_event()
             })
             .collect();

@@ -256,7 +256,7 @@ where
 /// Validated events to the producer; rejected ones into the summary.
 async fn accept(
     partner: &Partner,
-    results: Vec<Result<adpipe_core::event::AdEvent, adpipe_core::source::EventError>>,
+    results: Vec<Result<adpipe_core::event::AdEvent<'_>, adpipe_core::source::EventError>>,
     reply: Reply,
 ) -> Result<Response, ApiError> {
     let mut records = Vec::with_capacity(results.len());

@@ -52,7 +52,7 @@ impl MemoryStream {
     }
 
     /// Every event put, de-aggregated, with the shard its record landed on.
-    fn events(&self) -> Vec<(String, AdEvent)> {
+    fn events(&self) -> Vec<(String, AdEvent<'static>)> {
         let map = ShardMap::new(&self.shards);
         let mut out = Vec::new();
         for (shard, entry) in self.entries.lock().unwrap().iter() {
@@ -203,7 +203,7 @@ async fn every_json_body_shape_lands_as_standard_events() {
     }
     let mut events = h.stream.events();
     events.sort_by(|a, b| a.1.event_id.cmp(&b.1.event_id));
-    let ids: Vec<_> = events.iter().map(|(_, e)| e.event_id.as_str()).collect();
+    let ids: Vec<_> = events.iter().map(|(_, e)| e.event_id.as_ref()).collect();
     assert_eq!(ids, ["a1", "a2", "a3", "a4", "a5", "a6"]);
     let first = &events[0].1;
     assert_eq!(first.partner, "acme-video");
@@ -215,7 +215,7 @@ async fn every_json_body_shape_lands_as_standard_events() {
     );
     assert_eq!(first.ad_session_id.as_deref(), Some("s-a1"));
     assert_eq!(
-        first.attributes.get("extra.deal").map(String::as_str),
+        first.attributes.get("extra.deal").map(AsRef::as_ref),
         Some("d9")
     );
 }
@@ -438,11 +438,11 @@ async fn a_signed_pixel_answers_a_no_cache_gif_and_takes_the_viewer_from_the_req
         event.user_agent.as_deref(),
         Some("Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0")
     );
-    assert_eq!(event.attributes.get("cb").map(String::as_str), Some("123"));
+    assert_eq!(event.attributes.get("cb").map(AsRef::as_ref), Some("123"));
     assert!(!event.attributes.contains_key("sig"));
 }
 
-async fn wait_for_events(h: &Harness, n: usize) -> Vec<(String, AdEvent)> {
+async fn wait_for_events(h: &Harness, n: usize) -> Vec<(String, AdEvent<'static>)> {
     for _ in 0..500 {
         let events = h.stream.events();
         if events.len() >= n {
@@ -491,7 +491,7 @@ async fn the_meta_handshake_echoes_the_challenge_only_for_the_right_token() {
     assert_eq!(events[1].1.event_type.as_str(), "conversion");
     assert_eq!(events[1].1.price_micros, Some(1_500_000));
     assert_eq!(
-        events[1].1.attributes.get("meta_field").map(String::as_str),
+        events[1].1.attributes.get("meta_field").map(AsRef::as_ref),
         Some("ads")
     );
 }

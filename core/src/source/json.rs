@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use http::Method;
 use serde_json_borrow::{ObjectAsVec, Value as Json};
 
-use super::mapping::{EventError, EventErrorKind, Fallbacks, Record, Value};
+use super::mapping::{EventError, EventErrorKind, Fallbacks, Record, Selector, Value};
 use super::{Decoded, InboundRequest, Mapper, Reply, RequestError, SourceFormat};
 
 /// The route below `/v1/{partner}/`.
@@ -31,10 +31,10 @@ enum Framing {
     Lines,
 }
 
-pub(super) fn decode(
-    request: &InboundRequest<'_>,
-    mapper: &Mapper,
-) -> Result<Decoded, RequestError> {
+pub(super) fn decode<'a>(
+    request: &InboundRequest<'a>,
+    mapper: &'a Mapper,
+) -> Result<Decoded<'a>, RequestError> {
     if request.route != ROUTE {
         return Err(RequestError::unknown_route(
             SourceFormat::Json,
@@ -97,7 +97,7 @@ fn framing(request: &InboundRequest<'_>) -> Result<Framing, RequestError> {
 /// NDJSON, since partners often label NDJSON as `application/json`.
 fn split(body: &[u8], framing: Framing) -> Result<Vec<Result<Json<'_>, EventError>>, RequestError> {
     if framing == Framing::Document {
-        match serde_json::from_slice::<Json<'_>>(body) {
+        match parse(body) {
             Ok(document) => return Ok(unwrap_document(document)),
             Err(e) if e.classify() == serde_json::error::Category::Syntax && is_trailing(&e) => {}
             Err(e) => {
@@ -112,7 +112,7 @@ fn split(body: &[u8], framing: Framing) -> Result<Vec<Result<Json<'_>, EventErro
         .enumerate()
         .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
         .map(|(n, line)| {
-            serde_json::from_slice::<Json<'_>>(line).map_err(|e| {
+            parse(line).map_err(|e| {
                 EventError::new(
                     EventErrorKind::InvalidJson,
                     format_args!("line {} is not valid JSON: {e}", n + 1),
@@ -124,6 +124,16 @@ fn split(body: &[u8], framing: Framing) -> Result<Vec<Result<Json<'_>, EventErro
         return Err(RequestError::Malformed("body holds no events".to_owned()));
     }
     Ok(records)
+}
+
+/// Parses one JSON document. Valid UTF-8 is checked once for the whole of `bytes` (a fast,
+/// vectorised pass) rather than string by string as serde_json's byte reader does; bytes that
+/// fail it go to that reader, which says where they are wrong.
+fn parse(bytes: &[u8]) -> serde_json::Result<Json<'_>> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    }
 }
 
 fn is_trailing(e: &serde_json::Error) -> bool {
@@ -148,29 +158,22 @@ fn unwrap_document(document: Json<'_>) -> Vec<Result<Json<'_>, EventError>> {
 /// The value of `key` in `object`; the last one when a key repeats, as serde_json reads it.
 pub(super) fn member<'v, 'a>(object: &'v ObjectAsVec<'a>, key: &str) -> Option<&'v Json<'a>> {
     object
+        .as_vec()
         .iter()
-        .filter_map(|(k, v)| (k == key).then_some(v))
-        .last()
+        .rev()
+        .find_map(|(k, v)| (**k == *key).then_some(v))
 }
 
-/// Follows an RFC 6901 JSON pointer, as `serde_json::Value::pointer` does.
-fn pointer<'v, 'a>(json: &'v Json<'a>, selector: &str) -> Option<&'v Json<'a>> {
-    if selector.is_empty() {
-        return Some(json);
-    }
-    let rest = selector.strip_prefix('/')?;
-    rest.split('/').try_fold(json, |target, token| {
-        let token: Cow<'_, str> = if token.contains('~') {
-            Cow::Owned(token.replace("~1", "/").replace("~0", "~"))
-        } else {
-            Cow::Borrowed(token)
-        };
-        match target {
-            Json::Object(map) => member(map, &token),
-            Json::Array(items) => array_index(&token).and_then(|i| items.get(i)),
+/// Follows a JSON pointer, as `serde_json::Value::pointer` does.
+fn pointer<'v, 'a>(json: &'v Json<'a>, selector: &Selector) -> Option<&'v Json<'a>> {
+    selector
+        .pointer_tokens()?
+        .iter()
+        .try_fold(json, |target, token| match target {
+            Json::Object(map) => member(map, token),
+            Json::Array(items) => array_index(token).and_then(|i| items.get(i)),
             _ => None,
-        }
-    })
+        })
 }
 
 /// An array index token: digits without a sign or a leading zero.
@@ -182,12 +185,12 @@ fn array_index(token: &str) -> Option<usize> {
 }
 
 /// Maps a JSON record that must be an object.
-pub(super) fn map_object(
-    json: &Json<'_>,
-    mapper: &Mapper,
-    request: &InboundRequest<'_>,
-    fallbacks: &Fallbacks<'_>,
-) -> Result<crate::event::AdEvent, EventError> {
+pub(super) fn map_object<'a>(
+    json: &Json<'a>,
+    mapper: &'a Mapper,
+    request: &InboundRequest<'a>,
+    fallbacks: &Fallbacks<'a>,
+) -> Result<crate::event::AdEvent<'a>, EventError> {
     if !json.is_object() {
         return Err(EventError::new(
             EventErrorKind::NotAnObject,
@@ -211,29 +214,37 @@ fn kind(json: &Json<'_>) -> &'static str {
 /// A JSON object whose fields are found by JSON pointer.
 pub(super) struct JsonRecord<'v, 'a>(pub &'v Json<'a>);
 
-impl Record for JsonRecord<'_, '_> {
-    fn field(&self, selector: &str) -> Option<Value<'_>> {
+impl<'a> Record<'a> for JsonRecord<'_, 'a> {
+    fn field(&self, selector: &Selector) -> Option<Value<'a>> {
         match pointer(self.0, selector)? {
             Json::Null => None,
-            Json::Str(s) => Some(Value::Text(Cow::Borrowed(s))),
+            Json::Str(s) => Some(Value::Text(reborrow(s))),
             Json::Number(n) => Some(Value::Number((*n).into())),
             Json::Bool(b) => Some(Value::Bool(*b)),
             nested => Some(Value::Nested(compact(nested))),
         }
     }
 
-    fn describe(&self, selector: &str) -> String {
-        format!("`{selector}`")
+    fn describe(&self, selector: &Selector) -> String {
+        format!("`{}`", selector.as_str())
     }
 
-    fn attributes(&self, mapped: &[&str]) -> BTreeMap<String, String> {
+    fn attributes(&self, mapped: &[Selector]) -> BTreeMap<Cow<'a, str>, Cow<'a, str>> {
         let mut out = BTreeMap::new();
         if let Json::Object(map) = self.0 {
             let mut pointer = String::new();
-            let mut name = String::new();
-            flatten(map, mapped, &mut pointer, &mut name, &mut out);
+            flatten(map, mapped, &mut pointer, None, &mut out);
         }
         out
+    }
+}
+
+/// Text from the parsed body as the event keeps it: borrowed from the body when the JSON
+/// string had no escapes (so the parser borrowed it too), else a copy.
+fn reborrow<'a>(text: &Cow<'a, str>) -> Cow<'a, str> {
+    match text {
+        Cow::Borrowed(s) => Cow::Borrowed(s),
+        Cow::Owned(s) => Cow::Owned(s.clone()),
     }
 }
 
@@ -244,49 +255,52 @@ fn compact(json: &Json<'_>) -> String {
 
 /// Collects every leaf of `map` that no mapped pointer names, keyed by its dotted path
 /// (`device.model`); arrays are kept whole as JSON. A repeated key counts once, with its
-/// last value.
-fn flatten(
-    map: &ObjectAsVec<'_>,
-    mapped: &[&str],
+/// last value. `parent` is the dotted path of `map` itself (`None` at the top). Names are
+/// copies (the parser lends keys only as long as the object); values are borrowed.
+fn flatten<'a>(
+    map: &ObjectAsVec<'a>,
+    mapped: &[Selector],
     pointer: &mut String,
-    name: &mut String,
-    out: &mut BTreeMap<String, String>,
+    parent: Option<&str>,
+    out: &mut BTreeMap<Cow<'a, str>, Cow<'a, str>>,
 ) {
-    for (index, (key, value)) in map.iter().enumerate() {
-        if map.iter().skip(index + 1).any(|(later, _)| later == key) {
+    let entries = map.as_vec();
+    for (index, (key, value)) in entries.iter().enumerate() {
+        if entries[index + 1..].iter().any(|(later, _)| later == key) {
             continue;
         }
-        let (pointer_len, name_len) = (pointer.len(), name.len());
+        let pointer_len = pointer.len();
         pointer.push('/');
         if key.contains(['~', '/']) {
             pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
         } else {
             pointer.push_str(key);
         }
-        if !name.is_empty() {
-            name.push('.');
-        }
-        name.push_str(key);
-        if !mapped.contains(&pointer.as_str()) {
+        if !mapped.iter().any(|m| m.as_str() == pointer.as_str()) {
+            let name = || -> Cow<'a, str> {
+                match parent {
+                    None => Cow::Owned(key.to_string()),
+                    Some(parent) => Cow::Owned(format!("{parent}.{}", &**key)),
+                }
+            };
             match value {
                 Json::Null => {}
-                Json::Object(inner) => flatten(inner, mapped, pointer, name, out),
+                Json::Object(inner) => flatten(inner, mapped, pointer, Some(&name()), out),
                 Json::Str(s) => {
-                    out.insert(name.clone(), s.to_string());
+                    out.insert(name(), reborrow(s));
                 }
                 Json::Bool(b) => {
-                    out.insert(name.clone(), b.to_string());
+                    out.insert(name(), Cow::Borrowed(if *b { "true" } else { "false" }));
                 }
                 Json::Number(n) => {
-                    out.insert(name.clone(), serde_json::Number::from(*n).to_string());
+                    out.insert(name(), Cow::Owned(serde_json::Number::from(*n).to_string()));
                 }
                 Json::Array(_) => {
-                    out.insert(name.clone(), compact(value));
+                    out.insert(name(), Cow::Owned(compact(value)));
                 }
             }
         }
         pointer.truncate(pointer_len);
-        name.truncate(name_len);
     }
 }
 
@@ -329,7 +343,7 @@ mod tests {
             "/id/deeper",
             "id",
         ] {
-            let ours = pointer(&borrowed, selector).map(serde_json::Value::from);
+            let ours = pointer(&borrowed, &Selector::new(selector)).map(serde_json::Value::from);
             assert_eq!(
                 ours.as_ref(),
                 owned.pointer(selector),
@@ -342,7 +356,11 @@ mod tests {
     fn fields_read_as_text_numbers_and_nested_json() {
         let borrowed: Json<'_> = serde_json::from_str(DOCUMENT).unwrap();
         let record = JsonRecord(&borrowed);
-        let text = |selector: &str| record.field(selector).map(|v| v.to_text().into_owned());
+        let text = |selector: &str| {
+            record
+                .field(&Selector::new(selector))
+                .map(|v| v.to_text().into_owned())
+        };
         assert_eq!(text("/id").as_deref(), Some("e-1"));
         assert_eq!(text("/n").as_deref(), Some("42"));
         assert_eq!(text("/neg").as_deref(), Some("-7"));
@@ -360,8 +378,9 @@ mod tests {
     #[test]
     fn attributes_are_the_unmapped_leaves_by_dotted_path() {
         let borrowed: Json<'_> = serde_json::from_str(DOCUMENT).unwrap();
-        let attributes = JsonRecord(&borrowed).attributes(&["/id", "/obj/k", "/a~1b", "/list"]);
-        let expected: BTreeMap<String, String> = [
+        let mapped = ["/id", "/obj/k", "/a~1b", "/list"].map(Selector::new);
+        let attributes = JsonRecord(&borrowed).attributes(&mapped);
+        let expected: BTreeMap<Cow<'_, str>, Cow<'_, str>> = [
             ("", "empty key"),
             ("dup", "last"),
             ("esc\"aped", "qé"),
@@ -373,9 +392,27 @@ mod tests {
             ("ok", "true"),
         ]
         .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .map(|(k, v)| (Cow::Borrowed(k), Cow::Borrowed(v)))
         .collect();
         assert_eq!(attributes, expected);
+    }
+
+    #[test]
+    fn mapped_text_without_escapes_points_into_the_body() {
+        let body = br#"{"id": "e-1", "session": "s-1", "deal": "d-9"}"#;
+        let borrowed: Json<'_> = serde_json::from_slice(body).unwrap();
+        let record = JsonRecord(&borrowed);
+        let in_body = |text: &Cow<'_, str>| matches!(text, Cow::Borrowed(s) if body.as_ptr_range().contains(&s.as_ptr()));
+        let Some(Value::Text(id)) = record.field(&Selector::new("/id")) else {
+            panic!("`/id` is text");
+        };
+        assert!(in_body(&id), "an unescaped string is not copied");
+        let Some(Value::Text(session)) = record.field(&Selector::new("/session")) else {
+            panic!("`/session` is text");
+        };
+        assert_eq!(session, "s-1", "an escaped string is decoded");
+        let attributes = record.attributes(&[Selector::new("/id"), Selector::new("/session")]);
+        assert!(attributes.get("deal").is_some_and(in_body));
     }
 
     #[test]
@@ -404,5 +441,12 @@ mod tests {
         ));
         let lines = split(b"{}\nnot json", Framing::Lines).unwrap();
         assert!(matches!(&lines[1], Err(e) if e.message.starts_with("line 2 is not valid JSON")));
+        let lines = split(b"{\"id\": \"\xff\"}\n{\"id\": \"ok\"}", Framing::Lines).unwrap();
+        assert!(
+            matches!(&lines[0], Err(e) if e.message == "line 1 is not valid JSON: invalid unicode code point at line 1 column 9"),
+            "{:?}",
+            lines[0]
+        );
+        assert!(lines[1].is_ok(), "a bad line does not spoil the next");
     }
 }

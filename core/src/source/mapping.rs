@@ -39,13 +39,23 @@ pub(crate) enum Value<'a> {
     Nested(String),
 }
 
-impl Value<'_> {
+impl<'a> Value<'a> {
     pub(super) fn to_text(&self) -> Cow<'_, str> {
         match self {
             Value::Text(t) => Cow::Borrowed(t.as_ref()),
             Value::Number(n) => Cow::Owned(n.to_string()),
             Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
             Value::Nested(j) => Cow::Borrowed(j),
+        }
+    }
+
+    /// Its text, kept borrowed from the partner's request where it was.
+    fn into_text(self) -> Cow<'a, str> {
+        match self {
+            Value::Text(t) => t,
+            Value::Number(n) => Cow::Owned(n.to_string()),
+            Value::Bool(b) => Cow::Borrowed(if b { "true" } else { "false" }),
+            Value::Nested(j) => Cow::Owned(j),
         }
     }
 
@@ -78,17 +88,57 @@ impl Value<'_> {
     }
 }
 
-/// One partner record: a JSON object, a query string, a webhook change.
-pub(crate) trait Record {
+/// One partner record: a JSON object, a query string, a webhook change. `'a` is what the
+/// values it gives borrow from: the request, so mapped text is not copied.
+pub(crate) trait Record<'a> {
     /// The value at `selector` (a JSON pointer or a parameter name); `None` when absent or
     /// null.
-    fn field(&self, selector: &str) -> Option<Value<'_>>;
+    fn field(&self, selector: &Selector) -> Option<Value<'a>>;
 
     /// How `selector` is named in error messages, e.g. ``JSON pointer `/ts` ``.
-    fn describe(&self, selector: &str) -> String;
+    fn describe(&self, selector: &Selector) -> String;
 
     /// Every field that no selector in `mapped` names, flattened to strings.
-    fn attributes(&self, mapped: &[&str]) -> BTreeMap<String, String>;
+    fn attributes(&self, mapped: &[Selector]) -> BTreeMap<Cow<'a, str>, Cow<'a, str>>;
+}
+
+/// A `source.mapping` selector, read once when the pipeline is loaded rather than for every
+/// event: its text (a query parameter's name) and, when it is a JSON pointer, its unescaped
+/// reference tokens.
+#[derive(Debug, Clone)]
+pub(crate) struct Selector {
+    text: String,
+    /// `None` when the text is not a JSON pointer (it neither is empty nor starts with `/`).
+    tokens: Option<Vec<String>>,
+}
+
+impl Selector {
+    /// Reads `text` as the pipeline wrote it.
+    pub(crate) fn new(text: &str) -> Selector {
+        let tokens = if text.is_empty() {
+            Some(Vec::new())
+        } else {
+            text.strip_prefix('/').map(|rest| {
+                rest.split('/')
+                    .map(|token| token.replace("~1", "/").replace("~0", "~"))
+                    .collect()
+            })
+        };
+        Selector {
+            text: text.to_owned(),
+            tokens,
+        }
+    }
+
+    /// The selector as written in the pipeline.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Its RFC 6901 reference tokens, unescaped; `None` when it is not a JSON pointer.
+    pub(crate) fn pointer_tokens(&self) -> Option<&[String]> {
+        self.tokens.as_deref()
+    }
 }
 
 /// What the request adds to each record of a format where the viewer calls us directly.
@@ -160,7 +210,9 @@ impl EventError {
 #[derive(Debug, Clone)]
 pub struct Mapper {
     partner: String,
-    fields: Vec<(StandardField, String)>,
+    fields: Vec<(StandardField, Selector)>,
+    /// The selectors of `fields`, in order: what a record's attributes leave out.
+    selectors: Vec<Selector>,
     event_types: HashMap<String, EventType>,
     time_format: TimeFormat,
 }
@@ -168,13 +220,15 @@ pub struct Mapper {
 impl Mapper {
     /// Compiles the mapping of `source` for `partner`.
     pub fn new(partner: &str, source: &SourceSpec) -> Mapper {
+        let fields: Vec<(StandardField, Selector)> = source
+            .mapping
+            .iter()
+            .map(|(f, s)| (*f, Selector::new(s)))
+            .collect();
         Mapper {
             partner: partner.to_owned(),
-            fields: source
-                .mapping
-                .iter()
-                .map(|(f, s)| (*f, s.clone()))
-                .collect(),
+            selectors: fields.iter().map(|(_, s)| s.clone()).collect(),
+            fields,
             event_types: source
                 .event_types
                 .iter()
@@ -184,29 +238,26 @@ impl Mapper {
         }
     }
 
-    fn selector(&self, field: StandardField) -> Option<&str> {
+    fn selector(&self, field: StandardField) -> Option<&Selector> {
         self.fields
             .iter()
             .find(|(f, _)| *f == field)
-            .map(|(_, s)| s.as_str())
+            .map(|(_, s)| s)
     }
 
-    fn selectors(&self) -> Vec<&str> {
-        self.fields.iter().map(|(_, s)| s.as_str()).collect()
-    }
-
-    /// Maps one record, or says why it cannot be.
-    pub(crate) fn map(
-        &self,
-        record: &impl Record,
+    /// Maps one record, or says why it cannot be. The event borrows its text from the
+    /// record's request and from this mapper.
+    pub(crate) fn map<'a>(
+        &'a self,
+        record: &impl Record<'a>,
         received_at: EpochMillis,
-        fallbacks: &Fallbacks<'_>,
-    ) -> Result<AdEvent, EventError> {
+        fallbacks: &Fallbacks<'a>,
+    ) -> Result<AdEvent<'a>, EventError> {
         let mut event = AdEvent {
-            partner: self.partner.clone(),
+            partner: Cow::Borrowed(&self.partner),
             received_at,
             event_time: received_at,
-            attributes: record.attributes(&self.selectors()),
+            attributes: record.attributes(&self.selectors),
             ..AdEvent::default()
         };
         let mut event_type = None;
@@ -224,9 +275,8 @@ impl Mapper {
                     ),
                 ));
             }
-            let text = || Some(value.to_text().into_owned());
             match field {
-                StandardField::EventId => event.event_id = value.to_text().into_owned(),
+                StandardField::EventId => event.event_id = value.into_text(),
                 StandardField::EventType => {
                     event_type =
                         Some(self.event_type(&value.to_text(), || record.describe(selector))?);
@@ -243,19 +293,19 @@ impl Mapper {
                 StandardField::Ip => {
                     raw_ip = Some(ip_address(&value, || record.describe(selector))?)
                 }
-                StandardField::AdSessionId => event.ad_session_id = text(),
-                StandardField::CampaignId => event.campaign_id = text(),
-                StandardField::PlacementId => event.placement_id = text(),
-                StandardField::CreativeId => event.creative_id = text(),
-                StandardField::PublisherId => event.publisher_id = text(),
-                StandardField::PageUrl => event.page_url = text(),
-                StandardField::UserAgent => event.user_agent = text(),
-                StandardField::Country => event.country = text(),
-                StandardField::Region => event.region = text(),
-                StandardField::City => event.city = text(),
-                StandardField::DeviceType => event.device_type = text(),
-                StandardField::Currency => event.currency = text(),
-                StandardField::Consent => event.consent = text(),
+                StandardField::AdSessionId => event.ad_session_id = Some(value.into_text()),
+                StandardField::CampaignId => event.campaign_id = Some(value.into_text()),
+                StandardField::PlacementId => event.placement_id = Some(value.into_text()),
+                StandardField::CreativeId => event.creative_id = Some(value.into_text()),
+                StandardField::PublisherId => event.publisher_id = Some(value.into_text()),
+                StandardField::PageUrl => event.page_url = Some(value.into_text()),
+                StandardField::UserAgent => event.user_agent = Some(value.into_text()),
+                StandardField::Country => event.country = Some(value.into_text()),
+                StandardField::Region => event.region = Some(value.into_text()),
+                StandardField::City => event.city = Some(value.into_text()),
+                StandardField::DeviceType => event.device_type = Some(value.into_text()),
+                StandardField::Currency => event.currency = Some(value.into_text()),
+                StandardField::Consent => event.consent = Some(value.into_text()),
             }
         }
         event.event_type = match event_type {
@@ -286,11 +336,13 @@ impl Mapper {
             }
         }
         if event.event_id.is_empty() {
-            event.event_id = uuid::Uuid::now_v7().to_string();
+            event.event_id = Cow::Owned(uuid::Uuid::now_v7().to_string());
         }
-        event.ip = raw_ip.or(fallbacks.ip).map(anonymise_ip);
+        event.ip = raw_ip
+            .or(fallbacks.ip)
+            .map(|ip| Cow::Owned(anonymise_ip(ip)));
         if event.user_agent.is_none() {
-            event.user_agent = fallbacks.user_agent.map(str::to_owned);
+            event.user_agent = fallbacks.user_agent.map(Cow::Borrowed);
         }
         Ok(event)
     }

@@ -6,6 +6,8 @@
 //! [{"field", "value"}]}]}`; every `changes[].value` is one event, mapped with JSON pointers
 //! relative to the value.
 
+use std::borrow::Cow;
+
 use http::Method;
 use serde_json_borrow::Value as Json;
 
@@ -22,11 +24,11 @@ const MODE: &str = "hub.mode";
 const VERIFY_TOKEN: &str = "hub.verify_token";
 const CHALLENGE: &str = "hub.challenge";
 
-pub(super) fn decode(
-    request: &InboundRequest<'_>,
-    mapper: &Mapper,
+pub(super) fn decode<'a>(
+    request: &InboundRequest<'a>,
+    mapper: &'a Mapper,
     secret: Option<&Secret>,
-) -> Result<Decoded, RequestError> {
+) -> Result<Decoded<'a>, RequestError> {
     if request.route != ROUTE {
         return Err(RequestError::unknown_route(
             SourceFormat::MetaWebhook,
@@ -82,7 +84,10 @@ fn verify_handshake(query: &str, secret: &Secret) -> Result<String, RequestError
         .ok_or_else(|| RequestError::Malformed(format!("`{CHALLENGE}` is missing")))
 }
 
-fn decode_changes(request: &InboundRequest<'_>, mapper: &Mapper) -> Result<Decoded, RequestError> {
+fn decode_changes<'a>(
+    request: &InboundRequest<'a>,
+    mapper: &'a Mapper,
+) -> Result<Decoded<'a>, RequestError> {
     let envelope: Json<'_> = serde_json::from_slice(request.body)
         .map_err(|e| RequestError::Malformed(format!("body is not valid JSON: {e}")))?;
     let object = get(&envelope, "object")
@@ -115,16 +120,16 @@ fn decode_changes(request: &InboundRequest<'_>, mapper: &Mapper) -> Result<Decod
                 map_object(value, mapper, request, &fallbacks).map(|mut event| {
                     event
                         .attributes
-                        .insert("meta_object".to_owned(), object.to_owned());
+                        .insert("meta_object".into(), Cow::Owned(object.to_owned()));
                     if let Some(id) = get(entry, "id") {
                         event
                             .attributes
-                            .insert("meta_entry_id".to_owned(), scalar(id));
+                            .insert("meta_entry_id".into(), Cow::Owned(scalar(id)));
                     }
                     if let Some(field) = get(change, "field") {
                         event
                             .attributes
-                            .insert("meta_field".to_owned(), scalar(field));
+                            .insert("meta_field".into(), Cow::Owned(scalar(field)));
                     }
                     event
                 }),

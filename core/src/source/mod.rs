@@ -96,12 +96,13 @@ impl SourceFormat {
     /// Authentication has already happened (see [`crate::auth`]) unless
     /// [`SourceFormat::skips_signature`] said the request needs none; `secret` is the
     /// partner's secret for such handshakes.
-    pub fn decode(
+    /// The events borrow their text from the request and the mapper.
+    pub fn decode<'a>(
         self,
-        request: &InboundRequest<'_>,
-        mapper: &Mapper,
+        request: &InboundRequest<'a>,
+        mapper: &'a Mapper,
         secret: Option<&Secret>,
-    ) -> Result<Decoded, RequestError> {
+    ) -> Result<Decoded<'a>, RequestError> {
         match self {
             SourceFormat::Json => json::decode(request, mapper),
             SourceFormat::Pixel => pixel::decode(request, mapper),
@@ -142,11 +143,11 @@ pub struct InboundRequest<'a> {
 
 /// What a request turned into.
 #[derive(Debug)]
-pub enum Decoded {
+pub enum Decoded<'a> {
     /// Partner records, each mapped to an event or rejected with a reason, in request order.
     Events {
         /// One entry per partner record.
-        results: Vec<Result<AdEvent, EventError>>,
+        results: Vec<Result<AdEvent<'a>, EventError>>,
         /// How a successful request is answered.
         reply: Reply,
     },

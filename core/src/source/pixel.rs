@@ -9,17 +9,17 @@ use std::collections::BTreeMap;
 
 use http::Method;
 
-use super::mapping::{Fallbacks, Record, Value};
+use super::mapping::{Fallbacks, Record, Selector, Value};
 use super::{Decoded, InboundRequest, Mapper, Reply, RequestError, SourceFormat};
 use crate::auth::PIXEL_SIGNATURE_PARAM;
 
 /// The route below `/v1/{partner}/`.
 pub(super) const ROUTE: &str = "pixel.gif";
 
-pub(super) fn decode(
-    request: &InboundRequest<'_>,
-    mapper: &Mapper,
-) -> Result<Decoded, RequestError> {
+pub(super) fn decode<'a>(
+    request: &InboundRequest<'a>,
+    mapper: &'a Mapper,
+) -> Result<Decoded<'a>, RequestError> {
     if request.route != ROUTE {
         return Err(RequestError::unknown_route(
             SourceFormat::Pixel,
@@ -47,26 +47,27 @@ pub(super) fn decode(
     })
 }
 
-/// Query parameters whose fields are found by name.
-struct QueryRecord<'a>(&'a [(String, String)]);
+/// Query parameters whose fields are found by name. The parameters are decoded into the
+/// request's own buffers, so an event copies what it keeps (one event a request).
+struct QueryRecord<'q>(&'q [(String, String)]);
 
-impl Record for QueryRecord<'_> {
-    fn field(&self, selector: &str) -> Option<Value<'_>> {
+impl<'a> Record<'a> for QueryRecord<'_> {
+    fn field(&self, selector: &Selector) -> Option<Value<'a>> {
         self.0
             .iter()
-            .find(|(k, _)| k == selector)
-            .map(|(_, v)| Value::Text(Cow::Borrowed(v.as_str())))
+            .find(|(k, _)| k == selector.as_str())
+            .map(|(_, v)| Value::Text(Cow::Owned(v.clone())))
     }
 
-    fn describe(&self, selector: &str) -> String {
-        format!("query parameter `{selector}`")
+    fn describe(&self, selector: &Selector) -> String {
+        format!("query parameter `{}`", selector.as_str())
     }
 
-    fn attributes(&self, mapped: &[&str]) -> BTreeMap<String, String> {
+    fn attributes(&self, mapped: &[Selector]) -> BTreeMap<Cow<'a, str>, Cow<'a, str>> {
         self.0
             .iter()
-            .filter(|(k, _)| k != PIXEL_SIGNATURE_PARAM && !mapped.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .filter(|(k, _)| k != PIXEL_SIGNATURE_PARAM && !mapped.iter().any(|m| m.as_str() == k))
+            .map(|(k, v)| (Cow::Owned(k.clone()), Cow::Owned(v.clone())))
             .collect()
     }
 }

@@ -127,7 +127,12 @@ mod tests {
     use super::*;
     use crate::source::{Decoded, InboundRequest, Mapper};
 
-    fn decode(spec: &PartnerPipelineSpec, sample: &SampleRequest, now: EpochMillis) -> Decoded {
+    /// The id and type of each event `sample` decodes to under `spec`.
+    fn decode(
+        spec: &PartnerPipelineSpec,
+        sample: &SampleRequest,
+        now: EpochMillis,
+    ) -> Vec<(String, String)> {
         let mut headers = http::HeaderMap::new();
         headers.insert(
             "content-type",
@@ -148,10 +153,20 @@ mod tests {
             client_ip: None,
             received_at: now,
         };
-        spec.source
-            .format
-            .decode(&request, &Mapper::new(&spec.partner, &spec.source), None)
-            .unwrap()
+        let mapper = Mapper::new(&spec.partner, &spec.source);
+        match spec.source.format.decode(&request, &mapper, None).unwrap() {
+            Decoded::Events { results, .. } => results
+                .into_iter()
+                .map(|r| {
+                    let event = r.unwrap();
+                    (
+                        event.event_id.into_owned(),
+                        event.event_type.as_str().to_owned(),
+                    )
+                })
+                .collect(),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -163,15 +178,12 @@ mod tests {
                 .unwrap()
                 .remove(0);
             let sample = sample_request(&doc.spec, now).unwrap();
-            match decode(&doc.spec, &sample, now) {
-                Decoded::Events { results, .. } => {
-                    assert_eq!(results.len(), 1, "{}", doc.metadata.name);
-                    let event = results[0].as_ref().unwrap();
-                    assert_eq!(event.event_id, "demo-event-1");
-                    assert_eq!(event.event_type.as_str(), "impression");
-                }
-                other => panic!("{other:?}"),
-            }
+            assert_eq!(
+                decode(&doc.spec, &sample, now),
+                [("demo-event-1".to_owned(), "impression".to_owned())],
+                "{}",
+                doc.metadata.name
+            );
         }
     }
 }

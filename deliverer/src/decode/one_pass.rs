@@ -17,6 +17,7 @@
 //! into the lake's string map: strings as they are, any other value as the JSON text its
 //! `Value` would print, nulls dropped.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -35,7 +36,7 @@ pub(super) struct Fields {
     /// The attributes, as the lake stores them.
     pub(super) attributes: Option<Attributes>,
     /// Every optional column, already in place; the fields above are left at their defaults.
-    pub(super) rest: AdEvent,
+    pub(super) rest: AdEvent<'static>,
 }
 
 /// `data`'s fields, or `None` when the careful path must decide.
@@ -53,7 +54,7 @@ struct FieldsVisitor;
 
 /// An event's attributes as the lake stores them.
 #[derive(Debug, Default)]
-pub(super) struct Attributes(pub(super) BTreeMap<String, String>);
+pub(super) struct Attributes(pub(super) BTreeMap<Cow<'static, str>, Cow<'static, str>>);
 
 impl<'de> de::Deserialize<'de> for Attributes {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Attributes, D::Error> {
@@ -76,8 +77,8 @@ impl<'de> Visitor<'de> for AttributesVisitor {
             // NOTE: a repeated key keeps its last value, and a last value of null drops it,
             // as the careful path's object does.
             match map.next_value::<AttributeValue>()?.0 {
-                Some(text) => attributes.insert(key, text),
-                None => attributes.remove(&key),
+                Some(text) => attributes.insert(Cow::Owned(key), Cow::Owned(text)),
+                None => attributes.remove(key.as_str()),
             };
         }
         Ok(Attributes(attributes))

@@ -235,9 +235,9 @@ impl Events {
 }
 
 impl Iterator for Events {
-    type Item = AdEvent;
+    type Item = AdEvent<'static>;
 
-    fn next(&mut self) -> Option<AdEvent> {
+    fn next(&mut self) -> Option<AdEvent<'static>> {
         if self.made >= self.total {
             return None;
         }
@@ -253,21 +253,21 @@ impl Iterator for Events {
         let received_at = FIRST_RECEIVED_AT_MS + offset;
         let mut attributes = BTreeMap::new();
         if let Some(deal) = session.deal {
-            attributes.insert("deal".to_owned(), format!("pmp-{:04}", 1000 + deal));
+            attributes.insert("deal".into(), format!("pmp-{:04}", 1000 + deal).into());
         }
-        attributes.insert("vsize".to_owned(), session.video_size.to_owned());
+        attributes.insert("vsize".into(), session.video_size.into());
         let event = AdEvent {
-            event_id: uuid_v4(rng),
-            partner: "acme-video".to_owned(),
+            event_id: uuid_v4(rng).into(),
+            partner: "acme-video".into(),
             event_type: event_type.into(),
             event_time: EpochMillis(received_at - 300 - rng.below(4_000) as i64),
             received_at: EpochMillis(received_at),
-            ad_session_id: Some(session.id.clone()),
-            campaign_id: Some(format!("cmp-2026q4-{:03}", session.campaign)),
-            placement_id: Some(format!("plc-{:04}-preroll", session.placement)),
-            creative_id: Some(format!("crv-{:05}", session.creative)),
-            user_agent: Some(session.user_agent.to_owned()),
-            ip: Some(session.ip.clone()),
+            ad_session_id: Some(session.id.clone().into()),
+            campaign_id: Some(format!("cmp-2026q4-{:03}", session.campaign).into()),
+            placement_id: Some(format!("plc-{:04}-preroll", session.placement).into()),
+            creative_id: Some(format!("crv-{:05}", session.creative).into()),
+            user_agent: Some(session.user_agent.into()),
+            ip: Some(session.ip.clone().into()),
             attributes,
             ..AdEvent::default()
         };
@@ -282,8 +282,8 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_events() {
-        let a: Vec<AdEvent> = Events::new(7, 500).collect();
-        let b: Vec<AdEvent> = Events::new(7, 500).collect();
+        let a: Vec<AdEvent<'static>> = Events::new(7, 500).collect();
+        let b: Vec<AdEvent<'static>> = Events::new(7, 500).collect();
         assert_eq!(a, b);
         assert_ne!(a, Events::new(8, 500).collect::<Vec<_>>());
         assert_eq!(a.len(), 500);
@@ -291,7 +291,7 @@ mod tests {
 
     #[test]
     fn events_look_like_the_receivers() {
-        let events: Vec<AdEvent> = Events::new(1, 5_000).collect();
+        let events: Vec<AdEvent<'static>> = Events::new(1, 5_000).collect();
         let first = &events[0];
         assert_eq!(
             uuid::Uuid::parse_str(&first.event_id)
