@@ -300,6 +300,9 @@ struct Batcher {
     shard_map: Option<ShardMap>,
     shard_map_at: Instant,
     open: HashMap<String, OpenRecord>,
+    /// Sealed aggregates' emptied buffers, for the next aggregates to fill: a buffer keeps
+    /// the size it grew to instead of growing again from nothing for every aggregate.
+    spare: Vec<OpenRecord>,
     /// Entries in flight per shard.
     busy: HashMap<String, usize>,
     ready: VecDeque<ReadyEntry>,
@@ -321,6 +324,7 @@ impl Batcher {
             shard_map: None,
             shard_map_at: Instant::now(),
             open: HashMap::new(),
+            spare: Vec::new(),
             busy: HashMap::new(),
             ready: VecDeque::new(),
             in_flight: JoinSet::new(),
@@ -422,11 +426,13 @@ impl Batcher {
     }
 
     fn add_record(&mut self, shard: String, record: OutgoingRecord, ack: &Arc<Pending>) {
-        let max = self.options.max_record_bytes;
-        let open = self
-            .open
-            .entry(shard.clone())
-            .or_insert_with(|| OpenRecord::new(max));
+        if !self.open.contains_key(&shard) {
+            let fresh = self.fresh_record();
+            self.open.insert(shard.clone(), fresh);
+        }
+        let Some(open) = self.open.get_mut(&shard) else {
+            return;
+        };
         match open.aggregator.try_add(&record.partition_key, &record.data) {
             Ok(()) => {
                 let outer_key = open
@@ -473,6 +479,7 @@ impl Batcher {
         let rest = open.records.split_off(kept);
         let record = open.aggregator.finish_first(kept);
         self.push_ready(shard, record, &open.records);
+        self.recycle(open);
         for (record, ack, _) in rest {
             self.add_record(shard.to_owned(), record, &ack);
         }
@@ -484,6 +491,28 @@ impl Batcher {
         };
         let record = open.aggregator.finish();
         self.push_ready(shard, record, &open.records);
+        self.recycle(open);
+    }
+
+    /// An empty aggregate, opened now, on a spare's buffers when there is one.
+    fn fresh_record(&mut self) -> OpenRecord {
+        match self.spare.pop() {
+            Some(mut open) => {
+                open.opened_at = Instant::now();
+                open
+            }
+            None => OpenRecord::new(self.options.max_record_bytes),
+        }
+    }
+
+    /// Keeps a sealed aggregate's buffers for [`Self::fresh_record`]: as many as there are
+    /// aggregates open at once at most, one a shard, so memory stays bounded.
+    fn recycle(&mut self, mut open: OpenRecord) {
+        open.records.clear();
+        let limit = self.shard_map.as_ref().map_or(1, |m| m.shards().len());
+        if open.aggregator.is_empty() && self.spare.len() < limit {
+            self.spare.push(open);
+        }
     }
 
     /// Queues a sealed aggregate for the next call, acknowledged to the submissions whose
