@@ -33,9 +33,17 @@ const STARTUP_POLL: Duration = Duration::from_millis(100);
 /// The region every test uses; moto accepts any.
 pub const REGION: &str = "us-east-1";
 
-/// The repository root.
+/// The repository root, found at run time from the package whose tests are running (cargo
+/// names it in `CARGO_MANIFEST_DIR`). Not from this crate's own build: clones at other paths
+/// that share one target directory share that build too, and it would point at whichever
+/// clone compiled it first.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    let tested = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    tested
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .map_or_else(|| tested.join(".."), Path::to_path_buf)
 }
 
 /// The test virtualenv: `$ADPIPE_VENV`, else `~/.cache/adpipe/venv`.
