@@ -210,8 +210,9 @@ impl EventError {
 #[derive(Debug, Clone)]
 pub struct Mapper {
     partner: String,
-    fields: Vec<(StandardField, Selector)>,
-    /// The selectors of `fields`, in order: what a record's attributes leave out.
+    /// The standard fields mapped, each read with the selector at its index in `selectors`.
+    fields: Vec<StandardField>,
+    /// What the fields are read with; also what a record's attributes leave out.
     selectors: Vec<Selector>,
     event_types: HashMap<String, EventType>,
     time_format: TimeFormat,
@@ -220,15 +221,10 @@ pub struct Mapper {
 impl Mapper {
     /// Compiles the mapping of `source` for `partner`.
     pub fn new(partner: &str, source: &SourceSpec) -> Mapper {
-        let fields: Vec<(StandardField, Selector)> = source
-            .mapping
-            .iter()
-            .map(|(f, s)| (*f, Selector::new(s)))
-            .collect();
         Mapper {
             partner: partner.to_owned(),
-            selectors: fields.iter().map(|(_, s)| s.clone()).collect(),
-            fields,
+            fields: source.mapping.keys().copied().collect(),
+            selectors: source.mapping.values().map(|s| Selector::new(s)).collect(),
             event_types: source
                 .event_types
                 .iter()
@@ -241,8 +237,8 @@ impl Mapper {
     fn selector(&self, field: StandardField) -> Option<&Selector> {
         self.fields
             .iter()
-            .find(|(f, _)| *f == field)
-            .map(|(_, s)| s)
+            .zip(&self.selectors)
+            .find_map(|(f, s)| (*f == field).then_some(s))
     }
 
     /// Maps one record, or says why it cannot be. The event borrows its text from the
@@ -262,7 +258,7 @@ impl Mapper {
         };
         let mut event_type = None;
         let mut raw_ip = None;
-        for (field, selector) in &self.fields {
+        for (field, selector) in self.fields.iter().zip(&self.selectors) {
             let Some(value) = record.field(selector) else {
                 continue;
             };
