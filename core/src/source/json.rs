@@ -218,7 +218,9 @@ impl<'a> Record<'a> for JsonRecord<'_, 'a> {
     fn field(&self, selector: &Selector) -> Option<Value<'a>> {
         match pointer(self.0, selector)? {
             Json::Null => None,
-            Json::Str(s) => Some(Value::Text(reborrow(s))),
+            // NOTE: a clone of a borrowed `Cow` still points into the body; only strings the
+            // parser had to unescape are copied.
+            Json::Str(s) => Some(Value::Text(s.clone())),
             Json::Number(n) => Some(Value::Number((*n).into())),
             Json::Bool(b) => Some(Value::Bool(*b)),
             nested => Some(Value::Nested(compact(nested))),
@@ -236,15 +238,6 @@ impl<'a> Record<'a> for JsonRecord<'_, 'a> {
             flatten(map, mapped, &mut pointer, None, &mut out);
         }
         out
-    }
-}
-
-/// Text from the parsed body as the event keeps it: borrowed from the body when the JSON
-/// string had no escapes (so the parser borrowed it too), else a copy.
-fn reborrow<'a>(text: &Cow<'a, str>) -> Cow<'a, str> {
-    match text {
-        Cow::Borrowed(s) => Cow::Borrowed(s),
-        Cow::Owned(s) => Cow::Owned(s.clone()),
     }
 }
 
@@ -287,7 +280,7 @@ fn flatten<'a>(
                 Json::Null => {}
                 Json::Object(inner) => flatten(inner, mapped, pointer, Some(&name()), out),
                 Json::Str(s) => {
-                    out.insert(name(), reborrow(s));
+                    out.insert(name(), s.clone());
                 }
                 Json::Bool(b) => {
                     out.insert(name(), Cow::Borrowed(if *b { "true" } else { "false" }));
