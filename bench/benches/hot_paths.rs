@@ -17,7 +17,7 @@ use adpipe_core::kpl::Aggregator;
 use adpipe_core::source::{Decoded, InboundRequest, Mapper};
 use adpipe_core::spec::{Enrichment, PipelineDocument};
 use adpipe_core::stream::{SequenceNumber, StreamRecord};
-use adpipe_deliverer::decode::decode;
+use adpipe_deliverer::decode::{Split, decode};
 use adpipe_deliverer::parquet_file::ParquetFile;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -143,7 +143,8 @@ fn deliverer_path(c: &mut Criterion) {
             // A worker's caches, empty at the start of each iteration as at a worker's start.
             let mut enricher = enricher.caching();
             for record in &records {
-                let mut decoded = decode("shardId-000000000000", "acme-video", record);
+                let split = Split::of(record);
+                let mut decoded = decode("shardId-000000000000", "acme-video", record, &split);
                 for event in &mut decoded.events {
                     enricher.enrich(event);
                 }

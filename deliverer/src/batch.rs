@@ -121,15 +121,6 @@ impl SeqSpan {
 struct DataFile {
     span: SeqSpan,
     parquet: ParquetFile,
-    staged: Vec<AdEvent<'static>>,
-}
-
-impl DataFile {
-    fn write_staged(&mut self) -> Result<(), EncodeError> {
-        self.parquet.write(&self.staged)?;
-        self.staged.clear();
-        Ok(())
-    }
 }
 
 struct ErrorFile {
@@ -172,75 +163,83 @@ impl Batch {
         self.opened_at
     }
 
-    /// Adds one stream record: its events and its error entries (either may be empty; the
-    /// record still counts towards the batch's range).
-    pub fn add(
-        &mut self,
-        sequence: &SequenceNumber,
-        arrived_at: EpochMillis,
-        events: Vec<AdEvent<'static>>,
-        errors: &[ErrorEntry],
-    ) -> Result<(), EncodeError> {
-        self.opened_at.get_or_insert_with(Instant::now);
-        match &mut self.range {
-            Some(range) => range.extend(sequence),
-            None => self.range = Some(SeqSpan::new(sequence)),
+    /// Starts adding the records of one read. Their events may borrow from the read (`'r`):
+    /// they are staged per file and encoded in chunks while the read is alive, and
+    /// [`ReadStaging::finish`] encodes the rest.
+    pub fn begin_read<'r>(&mut self) -> ReadStaging<'_, 'r> {
+        ReadStaging {
+            batch: self,
+            staged: Vec::new(),
         }
-        self.events += events.len();
-        for event in events {
-            let hour = event.received_at.0.div_euclid(HOUR_MS);
-            let partition = match self.last_partition {
-                Some((last, partition)) if last == hour => partition,
-                _ => {
-                    let partition = Partition::of(event.received_at);
-                    self.last_partition = Some((hour, partition));
-                    partition
-                }
-            };
-            let file = match self.data.entry(partition) {
-                std::collections::btree_map::Entry::Occupied(file) => {
-                    let file = file.into_mut();
-                    file.span.extend(sequence);
-                    file
-                }
-                std::collections::btree_map::Entry::Vacant(slot) => slot.insert(DataFile {
-                    span: SeqSpan::new(sequence),
-                    parquet: ParquetFile::new()?,
-                    staged: Vec::new(),
-                }),
-            };
-            file.staged.push(event);
-            if file.staged.len() >= STAGED_ROWS {
-                file.write_staged()?;
+    }
+
+    /// The partition of an event received at `received_at`.
+    fn partition_of(&mut self, received_at: EpochMillis) -> Partition {
+        let hour = received_at.0.div_euclid(HOUR_MS);
+        match self.last_partition {
+            Some((last, partition)) if last == hour => partition,
+            _ => {
+                let partition = Partition::of(received_at);
+                self.last_partition = Some((hour, partition));
+                partition
             }
         }
-        if !errors.is_empty() {
-            let partition = Partition::of(arrived_at);
-            let file = self
-                .errors
-                .entry(partition.date())
-                .or_insert_with(|| ErrorFile {
+    }
+
+    /// Counts the record at `sequence` in `partition`'s file, opening the file first if
+    /// this is the partition's first record.
+    fn open(&mut self, partition: Partition, sequence: &SequenceNumber) -> Result<(), EncodeError> {
+        match self.data.entry(partition) {
+            std::collections::btree_map::Entry::Occupied(file) => {
+                file.into_mut().span.extend(sequence);
+            }
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(DataFile {
                     span: SeqSpan::new(sequence),
-                    partition,
-                    gzip: GzEncoder::new(Vec::new(), Compression::default()),
-                    entries: 0,
+                    parquet: ParquetFile::new()?,
                 });
-            file.span.extend(sequence);
-            for entry in errors {
-                serde_json::to_writer(&mut file.gzip, entry)?;
-                file.gzip.write_all(b"\n")?;
-                file.entries += 1;
             }
         }
         Ok(())
     }
 
-    /// Encodes every staged event, so that [`Batch::estimated_size`] counts it.
-    pub fn write_staged(&mut self) -> Result<(), EncodeError> {
-        self.data.values_mut().try_for_each(DataFile::write_staged)
+    /// Encodes `events` into `partition`'s file, which [`Batch::open`] opened.
+    fn write(&mut self, partition: Partition, events: &[AdEvent<'_>]) -> Result<(), EncodeError> {
+        match self.data.get_mut(&partition) {
+            Some(file) => file.parquet.write(events),
+            None => Ok(()),
+        }
     }
 
-    /// The encoded size of every file of the batch so far (staged events not included).
+    fn add_errors(
+        &mut self,
+        sequence: &SequenceNumber,
+        arrived_at: EpochMillis,
+        errors: &[ErrorEntry],
+    ) -> Result<(), EncodeError> {
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let partition = Partition::of(arrived_at);
+        let file = self
+            .errors
+            .entry(partition.date())
+            .or_insert_with(|| ErrorFile {
+                span: SeqSpan::new(sequence),
+                partition,
+                gzip: GzEncoder::new(Vec::new(), Compression::default()),
+                entries: 0,
+            });
+        file.span.extend(sequence);
+        for entry in errors {
+            serde_json::to_writer(&mut file.gzip, entry)?;
+            file.gzip.write_all(b"\n")?;
+            file.entries += 1;
+        }
+        Ok(())
+    }
+
+    /// The encoded size of every file of the batch so far.
     pub fn estimated_size(&self) -> u64 {
         let data: usize = self.data.values().map(|f| f.parquet.estimated_size()).sum();
         let errors: usize = self.errors.values().map(|f| f.gzip.get_ref().len()).sum();
@@ -254,8 +253,7 @@ impl Batch {
         };
         let mut objects = Vec::with_capacity(self.data.len() + self.errors.len());
         let partitions = self.data.keys().copied().collect();
-        for (partition, mut file) in self.data {
-            file.write_staged()?;
+        for (partition, file) in self.data {
             let span = file.span.file_span(names.shard_id);
             objects.push(LakeObject {
                 key: data_key(names.prefix, names.partner, partition, &span),
@@ -282,6 +280,69 @@ impl Batch {
             partitions,
             events: self.events,
         }))
+    }
+}
+
+/// The events of one read on their way into a [`Batch`]. They borrow from the read's
+/// records, so they cannot wait in the batch for the next read: each file's are encoded
+/// every [`STAGED_ROWS`] events, and [`ReadStaging::finish`] encodes the rest.
+#[must_use = "staged events are encoded only by `finish`"]
+#[derive(Debug)]
+pub struct ReadStaging<'b, 'r> {
+    batch: &'b mut Batch,
+    /// Each partition's events not yet encoded; a read rarely spans more than two hours.
+    staged: Vec<(Partition, Vec<AdEvent<'r>>)>,
+}
+
+impl<'r> ReadStaging<'_, 'r> {
+    /// Adds one stream record: its events and its error entries (either may be empty; the
+    /// record still counts towards the batch's range).
+    pub fn add(
+        &mut self,
+        sequence: &SequenceNumber,
+        arrived_at: EpochMillis,
+        events: Vec<AdEvent<'r>>,
+        errors: &[ErrorEntry],
+    ) -> Result<(), EncodeError> {
+        let batch = &mut *self.batch;
+        batch.opened_at.get_or_insert_with(Instant::now);
+        match &mut batch.range {
+            Some(range) => range.extend(sequence),
+            None => batch.range = Some(SeqSpan::new(sequence)),
+        }
+        batch.events += events.len();
+        // The partition whose file already counts this record: a record's events are
+        // nearly always of one hour.
+        let mut counted = None;
+        for event in events {
+            let partition = batch.partition_of(event.received_at);
+            if counted != Some(partition) {
+                batch.open(partition, sequence)?;
+                counted = Some(partition);
+            }
+            let index = match self.staged.iter().position(|(p, _)| *p == partition) {
+                Some(index) => index,
+                None => {
+                    self.staged
+                        .push((partition, Vec::with_capacity(STAGED_ROWS)));
+                    self.staged.len() - 1
+                }
+            };
+            let staged = &mut self.staged[index].1;
+            staged.push(event);
+            if staged.len() >= STAGED_ROWS {
+                batch.write(partition, staged)?;
+                staged.clear();
+            }
+        }
+        batch.add_errors(sequence, arrived_at, errors)
+    }
+
+    /// Encodes every event still staged, so that [`Batch::estimated_size`] counts it.
+    pub fn finish(self) -> Result<(), EncodeError> {
+        self.staged
+            .iter()
+            .try_for_each(|(partition, events)| self.batch.write(*partition, events))
     }
 }
 
@@ -313,20 +374,29 @@ mod tests {
         SequenceNumber::from_u64(n)
     }
 
+    /// Adds one record as a read of its own.
+    fn add(
+        batch: &mut Batch,
+        sequence: u64,
+        arrived_at: EpochMillis,
+        events: Vec<AdEvent<'_>>,
+        errors: &[ErrorEntry],
+    ) {
+        let mut staging = batch.begin_read();
+        staging
+            .add(&seq(sequence), arrived_at, events, errors)
+            .unwrap();
+        staging.finish().unwrap();
+    }
+
     #[test]
     fn an_hour_boundary_splits_the_batch_into_one_file_per_partition() {
         let mut batch = Batch::new();
         let t = EpochMillis(LAST_MS_OF_13H);
-        batch
-            .add(&seq(10), t, vec![event("a", LAST_MS_OF_13H)], &[])
-            .unwrap();
-        batch
-            .add(&seq(11), t, vec![event("b", LAST_MS_OF_13H + 1)], &[])
-            .unwrap();
-        batch
-            .add(&seq(12), t, vec![event("c", LAST_MS_OF_13H)], &[])
-            .unwrap();
-        batch.add(&seq(13), t, vec![], &[]).unwrap();
+        add(&mut batch, 10, t, vec![event("a", LAST_MS_OF_13H)], &[]);
+        add(&mut batch, 11, t, vec![event("b", LAST_MS_OF_13H + 1)], &[]);
+        add(&mut batch, 12, t, vec![event("c", LAST_MS_OF_13H)], &[]);
+        add(&mut batch, 13, t, vec![], &[]);
         assert!(batch.opened_at().is_some());
 
         let sealed = batch.finish(NAMES).unwrap().unwrap();
@@ -378,14 +448,13 @@ mod tests {
             category: ErrorCategory::NotJson,
         };
         let mut batch = Batch::new();
-        batch
-            .add(
-                &seq(7),
-                EpochMillis(LAST_MS_OF_13H),
-                vec![],
-                &[entry.clone(), entry],
-            )
-            .unwrap();
+        add(
+            &mut batch,
+            7,
+            EpochMillis(LAST_MS_OF_13H),
+            vec![],
+            &[entry.clone(), entry],
+        );
         let sealed = batch.finish(NAMES).unwrap().unwrap();
         assert!(
             sealed.partitions.is_empty(),

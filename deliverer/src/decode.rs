@@ -18,6 +18,9 @@
 //! A user record is read in one pass ([`one_pass`]) when it is ordinary, which is what this
 //! crate spends most of its CPU on; anything else (an error, a repeated key) goes the careful
 //! way through a `serde_json::Value`, which gives the same events and names what is wrong.
+//! Events from the one pass borrow their text from the user records ([`Split`]) and the
+//! partner's name, so a read's events cost no copy of their strings until Parquet encodes
+//! them; the caller keeps the read's splits until then.
 
 use std::borrow::Cow;
 
@@ -31,11 +34,23 @@ use sha2::{Digest, Sha256};
 
 mod one_pass;
 
+/// A stream record split into its user records (or why it could not be): what the events
+/// [`decode`] makes of it borrow from.
+#[derive(Debug)]
+pub struct Split(Result<Vec<kpl::UserRecord>, kpl::DecodeError>);
+
+impl Split {
+    /// De-aggregates `record`; its user records share its buffer.
+    pub fn of(record: &StreamRecord) -> Split {
+        Split(kpl::deaggregate_shared(&record.data, &record.partition_key))
+    }
+}
+
 /// What one stream record turned into.
 #[derive(Debug, Default)]
-pub struct Decoded {
+pub struct Decoded<'r> {
     /// The events, in user record order.
-    pub events: Vec<AdEvent<'static>>,
+    pub events: Vec<AdEvent<'r>>,
     /// The user records (or the whole record) that could not be decoded.
     pub errors: Vec<ErrorEntry>,
     /// How many user records the record held (0 when it could not be de-aggregated).
@@ -86,9 +101,14 @@ pub struct ErrorEntry {
     pub category: ErrorCategory,
 }
 
-/// Decodes `record`, read from `shard_id` of `partner`'s stream.
-pub fn decode(shard_id: &str, partner: &str, record: &StreamRecord) -> Decoded {
-    let user_records = match kpl::deaggregate_shared(&record.data, &record.partition_key) {
+/// Decodes `record`, read from `shard_id` of `partner`'s stream and split into `split`.
+pub fn decode<'r>(
+    shard_id: &str,
+    partner: &'r str,
+    record: &StreamRecord,
+    split: &'r Split,
+) -> Decoded<'r> {
+    let user_records = match &split.0 {
         Ok(user_records) => user_records,
         Err(e) => {
             let entry = error_entry(
@@ -149,13 +169,13 @@ fn error_entry(
     }
 }
 
-fn parse_event(
+fn parse_event<'r>(
     shard_id: &str,
-    partner: &str,
+    partner: &'r str,
     record: &StreamRecord,
     index: usize,
-    data: &[u8],
-) -> Result<AdEvent<'static>, (ErrorCategory, String)> {
+    data: &'r [u8],
+) -> Result<AdEvent<'r>, (ErrorCategory, String)> {
     match one_pass::parse(data) {
         Some(fields) => Ok(complete(fields, shard_id, partner, record, index)),
         None => parse_event_carefully(shard_id, partner, record, index, data),
@@ -163,16 +183,16 @@ fn parse_event(
 }
 
 /// Fills in what the user record left out, as [`parse_event_carefully`] does.
-fn complete(
-    fields: one_pass::Fields,
+fn complete<'r>(
+    fields: one_pass::Fields<'r>,
     shard_id: &str,
-    partner: &str,
+    partner: &'r str,
     record: &StreamRecord,
     index: usize,
-) -> AdEvent<'static> {
+) -> AdEvent<'r> {
     let received_at = fields.received_at.unwrap_or(record.arrived_at);
     let event_id = match fields.event_id {
-        Some(id) if !id.is_empty() => Cow::Owned(id),
+        Some(id) if !id.is_empty() => id,
         _ => Cow::Owned(derived_event_id(
             shard_id,
             record.sequence.as_str(),
@@ -183,7 +203,7 @@ fn complete(
     let attributes = fields.attributes.unwrap_or_default().0;
     AdEvent {
         event_id,
-        partner: Cow::Owned(partner.to_owned()),
+        partner: Cow::Borrowed(partner),
         event_type: fields
             .event_type
             .unwrap_or_else(|| EventType::Custom.into()),
@@ -288,6 +308,24 @@ mod tests {
         }
     }
 
+    /// A record and its split, kept together as the worker keeps a read's.
+    struct Read {
+        record: StreamRecord,
+        split: Split,
+    }
+
+    impl Read {
+        fn new(seq: u64, data: impl Into<Bytes>) -> Read {
+            let record = record(seq, data);
+            let split = Split::of(&record);
+            Read { record, split }
+        }
+
+        fn decode(&self) -> Decoded<'_> {
+            decode("shardId-0", "acme-video", &self.record, &self.split)
+        }
+    }
+
     fn aggregate(bodies: &[&[u8]]) -> Bytes {
         let mut agg = kpl::Aggregator::new(kpl::MAX_RECORD_BYTES);
         for body in bodies {
@@ -298,14 +336,11 @@ mod tests {
 
     #[test]
     fn plain_json_records_become_one_event_with_defaults_filled() {
-        let decoded = decode(
-            "shardId-0",
-            "acme-video",
-            &record(
-                7,
-                r#"{"event_type":"click","campaign_id":"c","extra":{"x":1}}"#,
-            ),
+        let read = Read::new(
+            7,
+            r#"{"event_type":"click","campaign_id":"c","extra":{"x":1}}"#,
         );
+        let decoded = read.decode();
         assert!(decoded.errors.is_empty());
         let event = &decoded.events[0];
         assert_eq!(event.partner, "acme-video");
@@ -315,28 +350,19 @@ mod tests {
         assert_eq!(event.campaign_id.as_deref(), Some("c"));
         let id = uuid::Uuid::parse_str(&event.event_id).unwrap();
         assert_eq!(id.get_version_num(), 7);
-        let again = decode(
-            "shardId-0",
-            "acme-video",
-            &record(7, r#"{"event_type":"click"}"#),
-        );
+        let again_read = Read::new(7, r#"{"event_type":"click"}"#);
+        let again = again_read.decode();
         assert_eq!(again.events[0].event_id, event.event_id, "ids are stable");
-        let other = decode(
-            "shardId-0",
-            "acme-video",
-            &record(8, r#"{"event_type":"click"}"#),
-        );
+        let other_read = Read::new(8, r#"{"event_type":"click"}"#);
+        let other = other_read.decode();
         assert_ne!(other.events[0].event_id, event.event_id);
     }
 
     #[test]
     fn aggregated_records_keep_what_the_producer_wrote() {
         let full = br#"{"event_id":"e1","partner":"other","event_type":"heartbeat","event_time":5,"received_at":6,"ip":null,"price_micros":9,"attributes":{"a":"x","n":3,"b":true,"z":null}}"#;
-        let decoded = decode(
-            "shardId-0",
-            "acme-video",
-            &record(1, aggregate(&[full, br#"{"event_type":"impression"}"#])),
-        );
+        let read = Read::new(1, aggregate(&[full, br#"{"event_type":"impression"}"#]));
+        let decoded = read.decode();
         assert_eq!(decoded.user_records, 2);
         let [first, second] = &decoded.events[..] else {
             panic!("expected two events, got {:?}", decoded.events)
@@ -363,15 +389,38 @@ mod tests {
     }
 
     #[test]
-    fn undecodable_user_records_become_error_entries_beside_good_ones() {
-        let decoded = decode(
-            "shardId-0",
-            "acme-video",
-            &record(
-                3,
-                aggregate(&[b"not json", br#"{"event_time":"yesterday"}"#, b"[1]", b"{}"]),
-            ),
+    fn text_without_escapes_points_into_the_record_and_escaped_text_is_decoded() {
+        let read = Read::new(
+            5,
+            aggregate(&[
+                br#"{"campaign_id":"cmp-1","city":"K\u00f6ln","attributes":{"deal":"pmp-1","n":2}}"#,
+            ]),
         );
+        let decoded = read.decode();
+        let event = &decoded.events[0];
+        let buffer = read.record.data.as_ptr_range();
+        let in_record = |text: &Cow<'_, str>| match text {
+            Cow::Borrowed(text) => buffer.contains(&text.as_ptr()),
+            Cow::Owned(_) => false,
+        };
+        assert!(in_record(event.campaign_id.as_ref().unwrap()));
+        assert!(in_record(&event.attributes["deal"]));
+        assert_eq!(event.city.as_deref(), Some("Köln"));
+        assert!(
+            !in_record(event.city.as_ref().unwrap()),
+            "escaped text is decoded into a copy"
+        );
+        assert_eq!(event.attributes["n"], "2");
+        assert!(matches!(event.partner, Cow::Borrowed("acme-video")));
+    }
+
+    #[test]
+    fn undecodable_user_records_become_error_entries_beside_good_ones() {
+        let read = Read::new(
+            3,
+            aggregate(&[b"not json", br#"{"event_time":"yesterday"}"#, b"[1]", b"{}"]),
+        );
+        let decoded = read.decode();
         assert_eq!(decoded.events.len(), 1);
         let reasons: Vec<(Option<usize>, &str, &str)> = decoded
             .errors
@@ -455,7 +504,8 @@ mod tests {
         let mut data = aggregate(&[b"{}"]).to_vec();
         let last = data.len() - 1;
         data[last] ^= 0xff;
-        let decoded = decode("shardId-0", "acme-video", &record(4, data));
+        let read = Read::new(4, data);
+        let decoded = read.decode();
         assert!(decoded.events.is_empty());
         let entry = &decoded.errors[0];
         assert_eq!(entry.category.as_str(), "checksum");

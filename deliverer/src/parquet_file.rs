@@ -48,10 +48,10 @@ const UNDICTIONARIED_COLUMNS: [(&str, Encoding); 3] = [
 /// A string column and how to read it from an event.
 type StringColumn = (
     &'static str,
-    for<'e> fn(&'e AdEvent<'static>) -> Option<&'e str>,
+    for<'e, 'a> fn(&'e AdEvent<'a>) -> Option<&'e str>,
 );
 /// An integer column and how to read it from an event.
-type IntegerColumn = (&'static str, fn(&AdEvent<'static>) -> Option<i64>);
+type IntegerColumn = (&'static str, fn(&AdEvent<'_>) -> Option<i64>);
 
 /// The string columns every row has, before the two times.
 const REQUIRED_STRINGS: [StringColumn; 3] = [
@@ -150,10 +150,10 @@ fn attributes_type() -> DataType {
 /// events are walked twice, not forty times.
 pub fn record_batch(
     schema: &SchemaRef,
-    events: &[AdEvent<'static>],
+    events: &[AdEvent<'_>],
 ) -> Result<RecordBatch, EncodeError> {
     let n = events.len();
-    let strings: Vec<for<'e> fn(&'e AdEvent<'static>) -> Option<&'e str>> = REQUIRED_STRINGS
+    let strings: Vec<for<'e, 'a> fn(&'e AdEvent<'a>) -> Option<&'e str>> = REQUIRED_STRINGS
         .iter()
         .chain(&OPTIONAL_STRINGS_BEFORE_NUMBERS)
         .chain(&OPTIONAL_STRINGS_AFTER_NUMBERS)
@@ -267,7 +267,7 @@ impl ParquetFile {
     }
 
     /// Appends `events` as rows.
-    pub fn write(&mut self, events: &[AdEvent<'static>]) -> Result<(), EncodeError> {
+    pub fn write(&mut self, events: &[AdEvent<'_>]) -> Result<(), EncodeError> {
         if events.is_empty() {
             return Ok(());
         }

@@ -35,7 +35,7 @@ use tracing::{debug, info, warn};
 
 use crate::batch::{Batch, FileNames, LakeObject};
 use crate::catalog::PartitionCatalog;
-use crate::decode::decode;
+use crate::decode::{Split, decode};
 use crate::error::WorkerError;
 use crate::metrics::DelivererMetrics;
 
@@ -286,8 +286,12 @@ impl Worker<'_> {
             shard: self.shard.to_owned(),
             source,
         };
-        for record in records {
-            let mut decoded = decode(self.shard, &ctx.settings.partner, record);
+        // NOTE: every record is split before any is decoded: the events borrow their text
+        // from the splits, which must outlive the staging that holds the events.
+        let splits: Vec<Split> = records.iter().map(Split::of).collect();
+        let mut staging = batch.begin_read();
+        for (record, split) in records.iter().zip(&splits) {
+            let mut decoded = decode(self.shard, &ctx.settings.partner, record, split);
             ctx.metrics.record_read(self.shard, decoded.user_records);
             for error in &decoded.errors {
                 debug!(partner = %ctx.settings.partner, shard = self.shard, sequence = %record.sequence, reason = %error.reason, "record sent to the error file");
@@ -297,7 +301,7 @@ impl Worker<'_> {
                 .events
                 .iter_mut()
                 .for_each(|event| self.enricher.enrich(event));
-            batch
+            staging
                 .add(
                     &record.sequence,
                     record.arrived_at,
@@ -306,7 +310,7 @@ impl Worker<'_> {
                 )
                 .map_err(encode)?;
         }
-        batch.write_staged().map_err(encode)
+        staging.finish().map_err(encode)
     }
 
     /// Lands `batch`: begin its range, put every file, register its partitions, commit. Commits `commit_to` instead

@@ -26,21 +26,22 @@ use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-/// The keys of a user record, as written; absent and `null` alike are `None`.
+/// The keys of a user record, as written; absent and `null` alike are `None`. Text without
+/// escapes borrows from the record (`'de`).
 #[derive(Debug, Default)]
-pub(super) struct Fields {
-    pub(super) event_id: Option<String>,
+pub(super) struct Fields<'de> {
+    pub(super) event_id: Option<Cow<'de, str>>,
     pub(super) event_type: Option<EventTypeField>,
     pub(super) event_time: Option<EpochMillis>,
     pub(super) received_at: Option<EpochMillis>,
     /// The attributes, as the lake stores them.
-    pub(super) attributes: Option<Attributes>,
+    pub(super) attributes: Option<Attributes<'de>>,
     /// Every optional column, already in place; the fields above are left at their defaults.
-    pub(super) rest: AdEvent<'static>,
+    pub(super) rest: AdEvent<'de>,
 }
 
 /// `data`'s fields, or `None` when the careful path must decide.
-pub(super) fn parse(data: &[u8]) -> Option<Fields> {
+pub(super) fn parse(data: &[u8]) -> Option<Fields<'_>> {
     // NOTE: one UTF-8 check of the whole record, instead of one per string as a slice
     // reader does; a record that fails it goes the careful way, which names the error.
     let text = std::str::from_utf8(data).ok()?;
@@ -52,12 +53,43 @@ pub(super) fn parse(data: &[u8]) -> Option<Fields> {
 
 struct FieldsVisitor;
 
+/// A JSON string that borrows from the record when it has no escapes to decode.
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Text<'de>, D::Error> {
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Text<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Borrowed(value)))
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Owned(value.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, value: String) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Owned(value)))
+    }
+}
+
 /// An event's attributes as the lake stores them.
 #[derive(Debug, Default)]
-pub(super) struct Attributes(pub(super) BTreeMap<Cow<'static, str>, Cow<'static, str>>);
+pub(super) struct Attributes<'de>(pub(super) BTreeMap<Cow<'de, str>, Cow<'de, str>>);
 
-impl<'de> de::Deserialize<'de> for Attributes {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Attributes, D::Error> {
+impl<'de> de::Deserialize<'de> for Attributes<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Attributes<'de>, D::Error> {
         deserializer.deserialize_map(AttributesVisitor)
     }
 }
@@ -65,20 +97,20 @@ impl<'de> de::Deserialize<'de> for Attributes {
 struct AttributesVisitor;
 
 impl<'de> Visitor<'de> for AttributesVisitor {
-    type Value = Attributes;
+    type Value = Attributes<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an attributes object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Attributes, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Attributes<'de>, A::Error> {
         let mut attributes = BTreeMap::new();
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(Text(key)) = map.next_key()? {
             // NOTE: a repeated key keeps its last value, and a last value of null drops it,
             // as the careful path's object does.
-            match map.next_value::<AttributeValue>()?.0 {
-                Some(text) => attributes.insert(Cow::Owned(key), Cow::Owned(text)),
-                None => attributes.remove(key.as_str()),
+            match map.next_value::<AttributeValue<'de>>()?.0 {
+                Some(text) => attributes.insert(key, text),
+                None => attributes.remove(key.as_ref()),
             };
         }
         Ok(Attributes(attributes))
@@ -86,10 +118,10 @@ impl<'de> Visitor<'de> for AttributesVisitor {
 }
 
 /// One attribute value as the lake stores it; `None` for null.
-struct AttributeValue(Option<String>);
+struct AttributeValue<'de>(Option<Cow<'de, str>>);
 
-impl<'de> de::Deserialize<'de> for AttributeValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<AttributeValue, D::Error> {
+impl<'de> de::Deserialize<'de> for AttributeValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<AttributeValue<'de>, D::Error> {
         deserializer.deserialize_any(AttributeValueVisitor)
     }
 }
@@ -98,57 +130,61 @@ struct AttributeValueVisitor;
 
 impl AttributeValueVisitor {
     /// A non-string value, printed as its `Value` prints.
-    fn text<E>(value: Value) -> Result<AttributeValue, E> {
-        Ok(AttributeValue(Some(value.to_string())))
+    fn text<'de, E>(value: Value) -> Result<AttributeValue<'de>, E> {
+        Ok(AttributeValue(Some(Cow::Owned(value.to_string()))))
     }
 }
 
 impl<'de> Visitor<'de> for AttributeValueVisitor {
-    type Value = AttributeValue;
+    type Value = AttributeValue<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<AttributeValue, E> {
-        Ok(AttributeValue(Some(value.to_owned())))
+    fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<AttributeValue<'de>, E> {
+        Ok(AttributeValue(Some(Cow::Borrowed(value))))
     }
 
-    fn visit_string<E: de::Error>(self, value: String) -> Result<AttributeValue, E> {
-        Ok(AttributeValue(Some(value)))
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<AttributeValue<'de>, E> {
+        Ok(AttributeValue(Some(Cow::Owned(value.to_owned()))))
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<AttributeValue, E> {
+    fn visit_string<E: de::Error>(self, value: String) -> Result<AttributeValue<'de>, E> {
+        Ok(AttributeValue(Some(Cow::Owned(value))))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<AttributeValue<'de>, E> {
         Ok(AttributeValue(None))
     }
 
-    fn visit_none<E: de::Error>(self) -> Result<AttributeValue, E> {
+    fn visit_none<E: de::Error>(self) -> Result<AttributeValue<'de>, E> {
         Ok(AttributeValue(None))
     }
 
-    fn visit_bool<E: de::Error>(self, value: bool) -> Result<AttributeValue, E> {
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<AttributeValue<'de>, E> {
         Self::text(value.into())
     }
 
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<AttributeValue, E> {
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<AttributeValue<'de>, E> {
         Self::text(value.into())
     }
 
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<AttributeValue, E> {
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<AttributeValue<'de>, E> {
         Self::text(value.into())
     }
 
-    fn visit_f64<E: de::Error>(self, value: f64) -> Result<AttributeValue, E> {
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<AttributeValue<'de>, E> {
         Self::text(value.into())
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<AttributeValue, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<AttributeValue<'de>, A::Error> {
         Self::text(de::Deserialize::deserialize(SeqAccessDeserializer::new(
             seq,
         ))?)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AttributeValue, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AttributeValue<'de>, A::Error> {
         Self::text(de::Deserialize::deserialize(MapAccessDeserializer::new(
             map,
         ))?)
@@ -168,45 +204,61 @@ where
     Ok(())
 }
 
+/// Reads the next string value into `slot`, borrowed when it has no escapes, refusing a key
+/// seen before.
+fn text<'de, A>(
+    map: &mut A,
+    slot: &mut Option<Cow<'de, str>>,
+    seen: &mut bool,
+) -> Result<(), A::Error>
+where
+    A: MapAccess<'de>,
+{
+    let mut value: Option<Text<'de>> = None;
+    once(map, &mut value, seen)?;
+    *slot = value.map(|Text(text)| text);
+    Ok(())
+}
+
 /// How many known keys there are (the `seen` flags).
 const KNOWN_KEYS: usize = 23;
 
 impl<'de> Visitor<'de> for FieldsVisitor {
-    type Value = Fields;
+    type Value = Fields<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an event object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
         let mut f = Fields::default();
         let mut seen = [false; KNOWN_KEYS];
         let r = &mut f.rest;
         while let Some(key) = map.next_key::<&'de str>()? {
             match key {
-                "event_id" => once(&mut map, &mut f.event_id, &mut seen[0])?,
+                "event_id" => text(&mut map, &mut f.event_id, &mut seen[0])?,
                 "event_type" => once(&mut map, &mut f.event_type, &mut seen[1])?,
                 "event_time" => once(&mut map, &mut f.event_time, &mut seen[2])?,
                 "received_at" => once(&mut map, &mut f.received_at, &mut seen[3])?,
                 "attributes" => once(&mut map, &mut f.attributes, &mut seen[4])?,
-                "ad_session_id" => once(&mut map, &mut r.ad_session_id, &mut seen[5])?,
-                "campaign_id" => once(&mut map, &mut r.campaign_id, &mut seen[6])?,
-                "placement_id" => once(&mut map, &mut r.placement_id, &mut seen[7])?,
-                "creative_id" => once(&mut map, &mut r.creative_id, &mut seen[8])?,
-                "publisher_id" => once(&mut map, &mut r.publisher_id, &mut seen[9])?,
-                "page_url" => once(&mut map, &mut r.page_url, &mut seen[10])?,
-                "user_agent" => once(&mut map, &mut r.user_agent, &mut seen[11])?,
-                "ip" => once(&mut map, &mut r.ip, &mut seen[12])?,
-                "country" => once(&mut map, &mut r.country, &mut seen[13])?,
-                "region" => once(&mut map, &mut r.region, &mut seen[14])?,
-                "city" => once(&mut map, &mut r.city, &mut seen[15])?,
-                "device_type" => once(&mut map, &mut r.device_type, &mut seen[16])?,
-                "os" => once(&mut map, &mut r.os, &mut seen[17])?,
-                "browser" => once(&mut map, &mut r.browser, &mut seen[18])?,
+                "ad_session_id" => text(&mut map, &mut r.ad_session_id, &mut seen[5])?,
+                "campaign_id" => text(&mut map, &mut r.campaign_id, &mut seen[6])?,
+                "placement_id" => text(&mut map, &mut r.placement_id, &mut seen[7])?,
+                "creative_id" => text(&mut map, &mut r.creative_id, &mut seen[8])?,
+                "publisher_id" => text(&mut map, &mut r.publisher_id, &mut seen[9])?,
+                "page_url" => text(&mut map, &mut r.page_url, &mut seen[10])?,
+                "user_agent" => text(&mut map, &mut r.user_agent, &mut seen[11])?,
+                "ip" => text(&mut map, &mut r.ip, &mut seen[12])?,
+                "country" => text(&mut map, &mut r.country, &mut seen[13])?,
+                "region" => text(&mut map, &mut r.region, &mut seen[14])?,
+                "city" => text(&mut map, &mut r.city, &mut seen[15])?,
+                "device_type" => text(&mut map, &mut r.device_type, &mut seen[16])?,
+                "os" => text(&mut map, &mut r.os, &mut seen[17])?,
+                "browser" => text(&mut map, &mut r.browser, &mut seen[18])?,
                 "in_view_ms" => once(&mut map, &mut r.in_view_ms, &mut seen[19])?,
                 "price_micros" => once(&mut map, &mut r.price_micros, &mut seen[20])?,
-                "currency" => once(&mut map, &mut r.currency, &mut seen[21])?,
-                "consent" => once(&mut map, &mut r.consent, &mut seen[22])?,
+                "currency" => text(&mut map, &mut r.currency, &mut seen[21])?,
+                "consent" => text(&mut map, &mut r.consent, &mut seen[22])?,
                 // NOTE: `partner` too: the pipeline's partner replaces it, whatever it holds.
                 _ => {
                     map.next_value::<Value>()?;

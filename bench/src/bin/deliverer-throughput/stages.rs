@@ -18,7 +18,7 @@ use adpipe_core::enrich::Enricher;
 use adpipe_core::kpl;
 use adpipe_core::spec::Enrichment;
 use adpipe_core::stream::{StartPosition, StreamReader, StreamRecord};
-use adpipe_deliverer::decode::decode;
+use adpipe_deliverer::decode::{Split, decode};
 use adpipe_deliverer::parquet_file::ParquetFile;
 use adpipe_embedded::EmbeddedStream;
 use anyhow::{Context, ensure};
@@ -60,9 +60,10 @@ pub async fn stages(dir: &Path, geoip: &Path) -> anyhow::Result<()> {
     );
 
     let started = Instant::now();
+    let splits: Vec<Split> = records.iter().map(Split::of).collect();
     let mut events = Vec::with_capacity(user_records);
-    for record in &records {
-        events.extend(decode("shardId-000000000000", &spec.partner, record).events);
+    for (record, split) in records.iter().zip(&splits) {
+        events.extend(decode("shardId-000000000000", &spec.partner, record, split).events);
     }
     timed("de-aggregate + decode", started);
 
