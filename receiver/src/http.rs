@@ -30,6 +30,7 @@ use warp::reply::Response;
 use crate::partner::Partner;
 use crate::producer::{OutgoingRecord, ProduceError, budget_bytes};
 use crate::reply::{self, ApiError, RejectedEvent, Summary};
+use crate::server::PeerAddr;
 
 /// Requests served at once. Each holds its body and decoded events until its answer (for
 /// `durable`, until the stream took them); the producer's byte budget bounds what is queued
@@ -108,7 +109,7 @@ pub fn routes(
         .and(warp::method())
         .and(raw_query)
         .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
+        .and(warp::ext::optional::<PeerAddr>().map(|peer: Option<PeerAddr>| peer.map(|p| p.0)))
         .and(warp::body::stream())
         .then(
             move |partner: String, tail: warp::path::Tail, method, query, headers, remote, body| {

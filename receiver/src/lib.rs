@@ -5,6 +5,7 @@
 //! partner   one partner's compiled source, auth, limits and producer
 //! producer  events ─▶ KPL-aggregated, shard-aware batch puts, acknowledged per request
 //! reply     success bodies, the pixel, errors as JSON with a reason
+//! server    the accept loop: HTTP/1.1 connections with capped buffers, a graceful stop
 //! metrics   every metric, on an explicit registry
 //! ```
 //!
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod partner;
 pub mod producer;
 pub mod reply;
+pub mod server;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,11 +41,7 @@ pub async fn serve(
         draining.start_draining();
         tracing::info!("draining: finishing requests in progress");
     };
-    warp::serve(routes(state.clone()))
-        .incoming(listener)
-        .graceful(signal)
-        .run()
-        .await;
+    server::run(listener, routes(state.clone()), signal).await;
     for partner in state.partners() {
         partner.producer.close();
     }
