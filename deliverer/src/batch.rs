@@ -207,7 +207,7 @@ impl Batch {
     fn write(&mut self, partition: Partition, events: &[AdEvent<'_>]) -> Result<(), EncodeError> {
         match self.data.get_mut(&partition) {
             Some(file) => file.parquet.write(events),
-            None => Ok(()),
+            None => Err(EncodeError::NoFile(format!("{partition:?}"))),
         }
     }
 

@@ -105,6 +105,10 @@ pub enum EncodeError {
     /// An error entry could not be serialised.
     #[error("failed to serialise an error entry: {0}")]
     Json(#[from] serde_json::Error),
+    /// Events were staged for a partition whose file was never opened: a bug, reported so
+    /// that the batch fails and its range is read again, rather than losing the events.
+    #[error("failed to encode events: no open file for partition {0}")]
+    NoFile(String),
 }
 
 /// Why the deliverer cannot start or stopped abnormally.
