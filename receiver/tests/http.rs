@@ -3,7 +3,7 @@
 // Test code: a panic is a failed assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use adpipe_core::auth::sign;
@@ -106,9 +106,17 @@ struct Harness {
     stream: Arc<MemoryStream>,
 }
 
+/// The repository root, from the directory cargo runs these tests in: a build made in another
+/// clone that shares the target directory would otherwise point at that clone's files.
+fn repo() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("..")
+}
+
 fn pipeline(name: &str) -> PipelineDocument {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/pipelines")
+    let path = repo()
+        .join("examples/pipelines")
         .join(format!("{name}.yaml"));
     adpipe_core::validate::load_file(&path).unwrap().remove(0)
 }
@@ -123,7 +131,7 @@ fn harness_with(
     let metrics = ReceiverMetrics::register(&registry).unwrap();
     let partner_metrics = metrics.partner(&doc.spec.partner);
     let (producer, _task) = Producer::start(stream.clone(), options, partner_metrics.clone());
-    let secrets = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/secrets");
+    let secrets = repo().join("examples/secrets");
     let partner = Partner::new(&doc, &secrets, producer, partner_metrics).unwrap();
     Harness {
         state: Arc::new(ReceiverState::new([partner])),
