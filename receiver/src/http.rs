@@ -5,7 +5,7 @@
 //! /v1/{partner}/{route} ─▶ partner? ─▶ draining? ─▶ in-flight slot? ─▶ rate limit ─▶ route?
 //!      ─▶ body ≤ limit
 //!      ─▶ auth (signature / key) ─▶ SourceFormat::decode ─▶ reserve buffer ─▶ producer
-//!      ─▶ body and slot released ─▶ durable: wait for the stream │ buffered: 202 at once
+//!      ─▶ durable: wait for the stream │ buffered: 202 at once
 //! /healthz, /readyz                      liveness, readiness (draining or stream down ⇒ 503)
 //! ```
 
@@ -28,15 +28,15 @@ use warp::Filter;
 use warp::reply::Response;
 
 use crate::partner::Partner;
-use crate::producer::{Ack, OutgoingRecord, ProduceError, budget_bytes};
+use crate::producer::{OutgoingRecord, ProduceError, budget_bytes};
 use crate::reply::{self, ApiError, RejectedEvent, Summary};
 use crate::server::PeerAddr;
 
-/// Requests read and decoded at once. Each holds its body and decoded events until they are
-/// the producer's; from then the producer's byte budget bounds them, and the request only
-/// waits for its answer, holding no slot: slow puts to the stream must not turn requests
-/// away while the budget has room. 512 bodies of 20 events are ~5 MiB, far more than one
-/// core decodes at a time.
+/// Requests served at once. Each holds its body and decoded events until its answer (for
+/// `durable`, until the stream took them); the producer's byte budget bounds what is queued
+/// for the stream, and this bounds the rest, so memory stays flat however many connections
+/// a flood opens. 512 requests of 20 events are ~30 MiB; an idle core serves fewer than that
+/// in the 10 ms a durable put takes.
 pub const MAX_REQUESTS_IN_FLIGHT: usize = 512;
 
 /// What every request handler shares.
@@ -210,7 +210,7 @@ where
             "the receiver is shutting down; retry".into(),
         ));
     }
-    let Ok(slot) = state.in_flight.try_acquire() else {
+    let Ok(_slot) = state.in_flight.try_acquire() else {
         return Err(ApiError::Unavailable(
             "too many requests in flight; retry".into(),
         ));
@@ -243,62 +243,23 @@ where
         auth::authenticate(&partner.auth, secret.as_deref(), signed)
             .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
     }
-    let (results, reply) = match partner
+    match partner
         .format
         .decode(&inbound, &partner.mapper, secret.as_deref())
     {
-        Ok(Decoded::Challenge(challenge)) => return Ok(reply::text(challenge)),
-        Ok(Decoded::Empty) => return Ok(reply::empty(StatusCode::NO_CONTENT)),
-        Ok(Decoded::Events { results, reply }) => (results, reply),
-        Err(e) => return Err(request_error(e)),
-    };
-    let accepted = accept(partner, results, reply)?;
-    drop(body);
-    drop(slot);
-    accepted.answer().await
-}
-
-/// Events the producer took, and what the answer needs once the stream has them.
-struct Accepted {
-    /// `None` when the answer does not wait for the stream (`ack: buffered`).
-    stored: Option<Ack>,
-    summary: Summary,
-    reply: Reply,
-}
-
-impl Accepted {
-    /// The answer: at once for `buffered`; for `durable`, once the stream stored every event.
-    async fn answer(self) -> Result<Response, ApiError> {
-        let status = match self.stored {
-            None => StatusCode::ACCEPTED,
-            Some(stored) => match stored.await {
-                Ok(Ok(())) => StatusCode::OK,
-                Ok(Err(ProduceError::Refused(why))) => return Err(ApiError::Internal(why)),
-                Ok(Err(e)) => {
-                    return Err(ApiError::Unavailable(format!(
-                        "{e}; the events were not stored, retry"
-                    )));
-                }
-                Err(_) => {
-                    return Err(ApiError::Unavailable(
-                        "the receiver is shutting down; the events were not stored, retry".into(),
-                    ));
-                }
-            },
-        };
-        Ok(match self.reply {
-            Reply::Summary => reply::json(status, &self.summary),
-            Reply::Pixel => reply::pixel(status),
-        })
+        Ok(Decoded::Challenge(challenge)) => Ok(reply::text(challenge)),
+        Ok(Decoded::Empty) => Ok(reply::empty(StatusCode::NO_CONTENT)),
+        Ok(Decoded::Events { results, reply }) => accept(partner, results, reply).await,
+        Err(e) => Err(request_error(e)),
     }
 }
 
 /// Validated events to the producer; rejected ones into the summary.
-fn accept(
+async fn accept(
     partner: &Partner,
     results: Vec<Result<adpipe_core::event::AdEvent<'_>, adpipe_core::source::EventError>>,
     reply: Reply,
-) -> Result<Accepted, ApiError> {
+) -> Result<Response, ApiError> {
     let mut records = Vec::with_capacity(results.len());
     let mut errors = Vec::new();
     for (index, result) in results.into_iter().enumerate() {
@@ -330,15 +291,28 @@ fn accept(
         .reserve(budget_bytes(&records))
         .map_err(|_| ApiError::Unavailable("buffers are full; retry shortly".into()))?;
     let accepted = records.len();
-    let stored = partner.producer.submit(records, reservation);
+    let ack = partner.producer.submit(records, reservation);
     partner.metrics.events_accepted(accepted);
-    Ok(Accepted {
-        stored: match partner.ack {
-            AckMode::Buffered => None,
-            AckMode::Durable => Some(stored),
+    let status = match partner.ack {
+        AckMode::Buffered => StatusCode::ACCEPTED,
+        AckMode::Durable => match ack.await {
+            Ok(Ok(())) => StatusCode::OK,
+            Ok(Err(ProduceError::Refused(why))) => return Err(ApiError::Internal(why)),
+            Ok(Err(e)) => {
+                return Err(ApiError::Unavailable(format!(
+                    "{e}; the events were not stored, retry"
+                )));
+            }
+            Err(_) => {
+                return Err(ApiError::Unavailable(
+                    "the receiver is shutting down; the events were not stored, retry".into(),
+                ));
+            }
         },
-        summary,
-        reply,
+    };
+    Ok(match reply {
+        Reply::Summary => reply::json(status, &summary),
+        Reply::Pixel => reply::pixel(status),
     })
 }
 
