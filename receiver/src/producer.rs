@@ -33,8 +33,11 @@ use crate::metrics::{PUT_PAYLOAD_UNIT_BYTES, PartnerMetrics};
 
 /// PutRecords API limit: entries per call.
 pub const MAX_ENTRIES_PER_PUT: usize = 500;
-/// PutRecords API limit: bytes per call (data and partition keys).
-pub const MAX_BYTES_PER_PUT: usize = 5 * 1024 * 1024;
+/// Bytes per call (data and partition keys): a fifth of the API's 5 MiB. A call in flight
+/// holds about 2.3 times its bytes outside the buffer budget (the SDK's copy of each record
+/// and the base64 JSON body), so 8 calls of 5 MiB held ~90 MiB nobody counted; calls fill
+/// this only with a backlog, where a call's own CPU is already small beside its bytes.
+pub const MAX_BYTES_PER_PUT: usize = 1024 * 1024;
 /// Kinesis' record limit is 1 MiB including the partition key; stay a little below so a
 /// record never fails for size whatever key it carries.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1000 * 1024;
@@ -627,7 +630,9 @@ impl Batcher {
             let size = entry.entry.data.len() + entry.entry.partition_key.len();
             if entry.not_before > now {
                 waiting.push_back(entry);
-            } else if batch.len() == MAX_ENTRIES_PER_PUT || bytes + size > MAX_BYTES_PER_PUT {
+            } else if batch.len() == MAX_ENTRIES_PER_PUT
+                || (!batch.is_empty() && bytes + size > MAX_BYTES_PER_PUT)
+            {
                 self.ready.push_front(entry);
                 break;
             } else {
@@ -771,10 +776,11 @@ mod tests {
     use crate::metrics::ReceiverMetrics;
 
     /// Two shards splitting the hash key space, whose puts take `latency` on tokio's clock;
-    /// it remembers the shards each call carried entries for.
+    /// it remembers the shards each call carried entries for, and the bytes it carried.
     struct SlowStream {
         latency: Duration,
         calls: Mutex<Vec<Vec<String>>>,
+        call_bytes: Mutex<Vec<usize>>,
     }
 
     impl SlowStream {
@@ -782,6 +788,7 @@ mod tests {
             Arc::new(SlowStream {
                 latency,
                 calls: Mutex::new(Vec::new()),
+                call_bytes: Mutex::new(Vec::new()),
             })
         }
 
@@ -820,6 +827,12 @@ mod tests {
                 })
                 .collect();
             self.calls.lock().unwrap().push(shards.clone());
+            self.call_bytes.lock().unwrap().push(
+                entries
+                    .iter()
+                    .map(|e| e.data.len() + e.partition_key.len())
+                    .sum(),
+            );
             tokio::time::sleep(self.latency).await;
             Ok(shards
                 .into_iter()
@@ -907,5 +920,34 @@ mod tests {
             calls_for_records_apart(DEFAULT_LINGER * 3 / 4).await,
             [["shardId-000000000000"], ["shardId-000000000001"]]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backlog_leaves_in_calls_of_at_most_a_mebibyte() {
+        let stream = SlowStream::new(Duration::from_millis(50));
+        let options = ProducerOptions {
+            max_record_bytes: 64 * 1024,
+            max_in_flight: 1,
+            ..ProducerOptions::default()
+        };
+        let (producer, _task) = Producer::start(stream.clone(), options, metrics());
+        // ~4 MiB of 1 KiB events on both shards, all queued behind the first call.
+        let records: Vec<OutgoingRecord> = (0..4096)
+            .map(|n| OutgoingRecord {
+                partition_key: format!("session-{n}"),
+                data: vec![b'x'; 1000],
+            })
+            .collect();
+        let bytes = budget_bytes(&records);
+        let ack = producer.submit(records, producer.reserve(bytes).unwrap());
+        assert_eq!(ack.await, Ok(Ok(())));
+        let calls = stream.call_bytes.lock().unwrap().clone();
+        let largest = calls.iter().copied().max().unwrap_or(0);
+        let mebibyte = 1024 * 1024;
+        assert!(
+            largest <= mebibyte && largest > mebibyte / 2,
+            "calls of {calls:?} bytes"
+        );
+        assert!(calls.iter().sum::<usize>() >= bytes, "{calls:?}");
     }
 }
