@@ -12,6 +12,7 @@ use adpipe_core::kpl::deaggregate;
 use adpipe_core::shard::{ShardMap, hash_key, split_evenly};
 use adpipe_core::spec::PipelineDocument;
 use adpipe_core::stream::{PutEntry, PutOutcome, SequenceNumber, Shard, StreamError, StreamWriter};
+use adpipe_receiver::http::request_footprint;
 use adpipe_receiver::metrics::ReceiverMetrics;
 use adpipe_receiver::partner::Partner;
 use adpipe_receiver::producer::{Producer, ProducerOptions};
@@ -518,6 +519,8 @@ where
         + Sync
         + 'static,
 {
+    let producer = h.state.partners().next().unwrap().producer.clone();
+    let buffered_before = producer.buffered_bytes();
     let signature = format!("sha256={}", sign(ACME_SECRET.as_bytes(), body));
     let (routes, body) = (routes.clone(), body.to_vec());
     let held = tokio::spawn(async move {
@@ -530,15 +533,14 @@ where
             .reply(&routes)
             .await
     });
-    let producer = h.state.partners().next().unwrap().producer.clone();
     for _ in 0..1000 {
-        if producer.buffered_bytes() > 0 {
+        if producer.buffered_bytes() > buffered_before {
             break;
         }
         tokio::task::yield_now().await;
     }
     assert!(
-        producer.buffered_bytes() > 0,
+        producer.buffered_bytes() > buffered_before,
         "the held request never reached the producer"
     );
     held
@@ -604,6 +606,13 @@ async fn refused_for_now(
     refused
 }
 
+/// What a request with a body of `len` bytes counts against the in-flight limit.
+fn footprint(len: usize) -> usize {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::CONTENT_LENGTH, len.into());
+    request_footprint(&headers, 1 << 20)
+}
+
 #[tokio::test]
 async fn requests_beyond_the_in_flight_limit_answer_503_and_close_the_connection() {
     let gate = Arc::new(Semaphore::new(0));
@@ -612,9 +621,11 @@ async fn requests_beyond_the_in_flight_limit_answer_503_and_close_the_connection
         ProducerOptions::default(),
         Some(gate.clone()),
     );
-    let state = Arc::into_inner(h.state).unwrap().with_request_limit(1);
-    h.state = Arc::new(state);
     let body = serde_json::to_vec(&acme_event("held")).unwrap();
+    let state = Arc::into_inner(h.state)
+        .unwrap()
+        .with_in_flight_bytes(footprint(body.len()));
+    h.state = Arc::new(state);
     let routes = routes(h.state.clone());
     let first = post_held(&h, &routes, &body).await;
 
@@ -636,6 +647,37 @@ async fn requests_beyond_the_in_flight_limit_answer_503_and_close_the_connection
         200,
         "the slot is free again once the first is answered"
     );
+}
+
+#[tokio::test]
+async fn small_requests_waiting_for_the_stream_are_not_refused_where_large_ones_would_be() {
+    let gate = Arc::new(Semaphore::new(0));
+    let mut h = harness_with(
+        pipeline("acme-video"),
+        ProducerOptions::default(),
+        Some(gate.clone()),
+    );
+    let batch: Vec<serde_json::Value> = (0..20).map(|n| acme_event(&format!("b{n}"))).collect();
+    let large = serde_json::to_vec(&batch).unwrap();
+    let state = Arc::into_inner(h.state)
+        .unwrap()
+        .with_in_flight_bytes(footprint(large.len()));
+    h.state = Arc::new(state);
+    let routes = routes(h.state.clone());
+    // Two single events fit in the room of one 20-event request, and wait for the stream
+    // there; counted as requests, the second would have been refused.
+    let mut held = Vec::new();
+    for n in 0..2 {
+        let single = serde_json::to_vec(&acme_event(&format!("s{n}"))).unwrap();
+        held.push(post_held(&h, &routes, &single).await);
+    }
+    refused_for_now(&h, &large, "in flight").await;
+
+    gate.add_permits(1000);
+    for answer in held {
+        assert_eq!(answer.await.unwrap().status(), 200);
+    }
+    assert_eq!(wait_for_events(&h, 2).await.len(), 2);
 }
 
 #[tokio::test]
