@@ -606,26 +606,27 @@ async fn refused_for_now(
     refused
 }
 
-/// What a request with a body of `len` bytes counts against the in-flight limit.
-fn footprint(len: usize) -> usize {
-    let mut headers = http::HeaderMap::new();
-    headers.insert(http::header::CONTENT_LENGTH, len.into());
-    request_footprint(&headers, 1 << 20)
-}
-
-#[tokio::test]
-async fn requests_beyond_the_in_flight_limit_answer_503_and_close_the_connection() {
+/// An acme-video harness whose stream holds every put until the returned gate opens, and
+/// whose requests in flight may count at most what one request with a body of `len` bytes
+/// counts.
+fn gated_with_room_for(len: usize) -> (Harness, Arc<Semaphore>) {
     let gate = Arc::new(Semaphore::new(0));
     let mut h = harness_with(
         pipeline("acme-video"),
         ProducerOptions::default(),
         Some(gate.clone()),
     );
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::CONTENT_LENGTH, len.into());
+    let room = request_footprint(&headers, 1 << 20);
+    h.state = Arc::new(Arc::into_inner(h.state).unwrap().with_in_flight_bytes(room));
+    (h, gate)
+}
+
+#[tokio::test]
+async fn requests_beyond_the_in_flight_limit_answer_503_and_close_the_connection() {
     let body = serde_json::to_vec(&acme_event("held")).unwrap();
-    let state = Arc::into_inner(h.state)
-        .unwrap()
-        .with_in_flight_bytes(footprint(body.len()));
-    h.state = Arc::new(state);
+    let (h, gate) = gated_with_room_for(body.len());
     let routes = routes(h.state.clone());
     let first = post_held(&h, &routes, &body).await;
 
@@ -651,18 +652,9 @@ async fn requests_beyond_the_in_flight_limit_answer_503_and_close_the_connection
 
 #[tokio::test]
 async fn small_requests_waiting_for_the_stream_are_not_refused_where_large_ones_would_be() {
-    let gate = Arc::new(Semaphore::new(0));
-    let mut h = harness_with(
-        pipeline("acme-video"),
-        ProducerOptions::default(),
-        Some(gate.clone()),
-    );
     let batch: Vec<serde_json::Value> = (0..20).map(|n| acme_event(&format!("b{n}"))).collect();
     let large = serde_json::to_vec(&batch).unwrap();
-    let state = Arc::into_inner(h.state)
-        .unwrap()
-        .with_in_flight_bytes(footprint(large.len()));
-    h.state = Arc::new(state);
+    let (h, gate) = gated_with_room_for(large.len());
     let routes = routes(h.state.clone());
     // Two single events fit in the room of one 20-event request, and wait for the stream
     // there; counted as requests, the second would have been refused.
