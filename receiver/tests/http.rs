@@ -611,14 +611,12 @@ async fn refused_for_now(
 /// counts.
 fn gated_with_room_for(len: usize) -> (Harness, Arc<Semaphore>) {
     let gate = Arc::new(Semaphore::new(0));
-    let mut h = harness_with(
-        pipeline("acme-video"),
-        ProducerOptions::default(),
-        Some(gate.clone()),
-    );
+    let doc = pipeline("acme-video");
+    let max_body_bytes = doc.spec.receiver.max_body_bytes;
+    let mut h = harness_with(doc, ProducerOptions::default(), Some(gate.clone()));
     let mut headers = http::HeaderMap::new();
     headers.insert(http::header::CONTENT_LENGTH, len.into());
-    let room = request_footprint(&headers, 1 << 20);
+    let room = request_footprint(&headers, max_body_bytes);
     h.state = Arc::new(Arc::into_inner(h.state).unwrap().with_in_flight_bytes(room));
     (h, gate)
 }
