@@ -287,11 +287,30 @@ impl Serialize for EventTypeField {
 
 impl<'de> Deserialize<'de> for EventTypeField {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        Ok(match EventType::from_name(&name) {
-            Some(t) => EventTypeField::Known(t),
-            None => EventTypeField::Other(name),
-        })
+        d.deserialize_str(EventTypeFieldVisitor)
+    }
+}
+
+/// Reads an event type's name where it lies, so only a name adpipe does not know is copied:
+/// the deliverer decodes one per event.
+struct EventTypeFieldVisitor;
+
+impl serde::de::Visitor<'_> for EventTypeFieldVisitor {
+    type Value = EventTypeField;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event type name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<EventTypeField, E> {
+        Ok(EventType::from_name(name).map_or_else(
+            || EventTypeField::Other(name.to_owned()),
+            EventTypeField::Known,
+        ))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, name: String) -> Result<EventTypeField, E> {
+        Ok(EventType::from_name(&name).map_or(EventTypeField::Other(name), EventTypeField::Known))
     }
 }
 

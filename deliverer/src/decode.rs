@@ -456,10 +456,11 @@ mod tests {
             br#"{"attributes":{"k\u00e9\n":"v\"\u00e9"}}"#,
             br#"{}"#,
             br#" { "event_id" : "" , "event_type" : null, "attributes": null, "ip": null } "#,
-            br#"{"event_type":"heartbeat","extra":{"deep":[1,2,{"x":"y"}]},"partner":42}"#,
+            br#"{"event_type":"heartbeat","extra":{"deep":[1,2,{"x":"y"}]},"partner":"x"}"#,
             br#"{"received_at":7,"attributes":{}}"#,
         ];
-        let unusual: [&[u8]; 14] = [
+        let unusual: [&[u8]; 15] = [
+            br#"{"event_type":"heartbeat","partner":42}"#,
             br#"{"attributes":5}"#,
             br#"{"attributes":{"a":1e400}}"#,
             br#"{"event_id":"a","event_id":"b"}"#,

@@ -259,7 +259,12 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                 "price_micros" => once(&mut map, &mut r.price_micros, &mut seen[20])?,
                 "currency" => text(&mut map, &mut r.currency, &mut seen[21])?,
                 "consent" => text(&mut map, &mut r.consent, &mut seen[22])?,
-                // NOTE: `partner` too: the pipeline's partner replaces it, whatever it holds.
+                // NOTE: the pipeline's partner replaces whatever `partner` holds. A string, as
+                // the receiver writes it, is skipped without a copy; anything else is left to
+                // the careful path.
+                "partner" => {
+                    map.next_value::<Text<'de>>()?;
+                }
                 _ => {
                     map.next_value::<Value>()?;
                 }
