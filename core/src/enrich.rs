@@ -124,7 +124,7 @@ impl Enricher {
 
     /// Adds what the enabled steps know to `event`, asking the parser and the database each
     /// time. A worker uses [`Enricher::caching`] instead, which gives the same result faster.
-    pub fn enrich(&self, event: &mut AdEvent<'_>) {
+    pub fn enrich<'e>(&'e self, event: &mut AdEvent<'e>) {
         if let (Some(parser), Some(ua)) = (&self.user_agent, event.user_agent.as_deref())
             && let Some(agent) = Agent::parse(parser, ua)
         {
@@ -157,7 +157,7 @@ pub struct CachingEnricher<'a> {
     enricher: &'a Enricher,
     /// `None` when the user-agent step is off.
     agents: Option<LruCache<String, Option<Agent>>>,
-    places: NetworkCache<Place>,
+    places: NetworkCache<Place<'a>>,
 }
 
 impl std::fmt::Debug for CachingEnricher<'_> {
@@ -173,9 +173,13 @@ impl std::fmt::Debug for CachingEnricher<'_> {
     }
 }
 
-impl CachingEnricher<'_> {
-    /// Adds what the enabled steps know to `event`: the same as [`Enricher::enrich`].
-    pub fn enrich(&mut self, event: &mut AdEvent<'_>) {
+impl<'a> CachingEnricher<'a> {
+    /// Adds what the enabled steps know to `event`: the same as [`Enricher::enrich`]. The
+    /// event may borrow what it is given for as long as the enricher lives.
+    pub fn enrich<'e>(&mut self, event: &mut AdEvent<'e>)
+    where
+        'a: 'e,
+    {
         if let (Some(parser), Some(agents), Some(ua)) = (
             &self.enricher.user_agent,
             &mut self.agents,
@@ -208,8 +212,8 @@ impl CachingEnricher<'_> {
 #[derive(Debug)]
 struct Agent {
     device_type: &'static str,
-    os: Option<Box<str>>,
-    browser: Option<Box<str>>,
+    os: Option<Cow<'static, str>>,
+    browser: Option<Cow<'static, str>>,
 }
 
 impl Agent {
@@ -218,8 +222,8 @@ impl Agent {
         let result = parser.parse(user_agent)?;
         Some(Agent {
             device_type: device_type(result.category),
-            os: known(result.os).map(Box::from),
-            browser: known(result.name).map(Box::from),
+            os: known(result.os).map(woothee_name),
+            browser: known(result.name).map(woothee_name),
         })
     }
 
@@ -229,28 +233,31 @@ impl Agent {
             .device_type
             .get_or_insert(Cow::Borrowed(self.device_type));
         if let Some(os) = &self.os {
-            event.os.get_or_insert_with(|| Cow::Owned(os.to_string()));
+            event.os.get_or_insert_with(|| os.clone());
         }
         if let Some(browser) = &self.browser {
-            event
-                .browser
-                .get_or_insert_with(|| Cow::Owned(browser.to_string()));
+            event.browser.get_or_insert_with(|| browser.clone());
         }
     }
 }
 
 /// What the GeoIP step adds for one network; all `None` where the database knows nothing.
+/// The names lie in the database, which outlives every event enriched from it, so events
+/// borrow them rather than each taking copies.
 #[derive(Debug, Default)]
-struct Place {
-    country: Option<Box<str>>,
-    region: Option<Box<str>>,
-    city: Option<Box<str>>,
+struct Place<'db> {
+    country: Option<&'db str>,
+    region: Option<&'db str>,
+    city: Option<&'db str>,
 }
 
-impl Place {
+impl<'db> Place<'db> {
     /// What the database says about `ip`, and the network it says it for (`None` in the rare
     /// case the network is not one the cache can hold); `None` if the lookup failed.
-    fn look_up(reader: &maxminddb::Reader<Vec<u8>>, ip: IpAddr) -> Option<(Place, Option<Span>)> {
+    fn look_up(
+        reader: &'db maxminddb::Reader<Vec<u8>>,
+        ip: IpAddr,
+    ) -> Option<(Place<'db>, Option<Span>)> {
         let found = reader.lookup(ip).ok()?;
         let span = found
             .network()
@@ -258,13 +265,9 @@ impl Place {
             .and_then(|network| Span::new(ip, network.network(), network.broadcast()));
         let place = match found.decode::<maxminddb::geoip2::City<'_>>() {
             Ok(Some(city)) => Place {
-                country: city.country.iso_code.map(Box::from),
-                region: city
-                    .subdivisions
-                    .first()
-                    .and_then(|s| s.iso_code)
-                    .map(Box::from),
-                city: city.city.names.english.map(Box::from),
+                country: city.country.iso_code,
+                region: city.subdivisions.first().and_then(|s| s.iso_code),
+                city: city.city.names.english,
             },
             _ => Place::default(),
         };
@@ -272,16 +275,19 @@ impl Place {
     }
 
     /// Fills the fields the partner left empty.
-    fn apply(&self, event: &mut AdEvent<'_>) {
+    fn apply<'e>(&self, event: &mut AdEvent<'e>)
+    where
+        'db: 'e,
+    {
         for (slot, value) in [
-            (&mut event.country, &self.country),
-            (&mut event.region, &self.region),
-            (&mut event.city, &self.city),
+            (&mut event.country, self.country),
+            (&mut event.region, self.region),
+            (&mut event.city, self.city),
         ] {
             if slot.is_none()
                 && let Some(value) = value
             {
-                *slot = Some(Cow::Owned(value.to_string()));
+                *slot = Some(Cow::Borrowed(value));
             }
         }
     }
@@ -289,6 +295,16 @@ impl Place {
 
 fn known(value: &str) -> Option<&str> {
     (!value.is_empty() && value != woothee::woothee::VALUE_UNKNOWN).then_some(value)
+}
+
+/// `name` as it lies in woothee's compiled-in dataset, so that every event of a user agent
+/// shares it; a copy only for a name the dataset does not hold. Asked once per user agent.
+fn woothee_name(name: &str) -> Cow<'static, str> {
+    woothee::dataset::DATASET
+        .values()
+        .flat_map(|entry| [entry.name, entry.os])
+        .find(|known| *known == name)
+        .map_or_else(|| Cow::Owned(name.to_owned()), Cow::Borrowed)
 }
 
 fn device_type(category: &str) -> &'static str {
