@@ -23,7 +23,7 @@ use adpipe_core::spec::AckMode;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, Method, StatusCode};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use warp::Filter;
 use warp::reply::Response;
 
@@ -112,6 +112,14 @@ impl ReceiverState {
 
     fn is_ready(&self) -> bool {
         !self.is_draining() && self.partners.values().all(|p| p.producer.is_healthy())
+    }
+
+    /// Holds `footprint` bytes of the in-flight limit while a request is served, or `None`
+    /// when they are not free now. A request larger than the whole limit holds all of it
+    /// rather than being refused forever.
+    fn hold_in_flight(&self, footprint: usize) -> Option<SemaphorePermit<'_>> {
+        let permits = u32::try_from(footprint.min(self.in_flight_bytes)).ok()?;
+        self.in_flight.try_acquire_many(permits).ok()
     }
 }
 
@@ -239,11 +247,8 @@ where
             "the receiver is shutting down; retry".into(),
         ));
     }
-    let footprint =
-        request_footprint(&request.headers, partner.max_body_bytes).min(state.in_flight_bytes);
-    let Some(_slot) = u32::try_from(footprint)
-        .ok()
-        .and_then(|n| state.in_flight.try_acquire_many(n).ok())
+    let Some(_slot) =
+        state.hold_in_flight(request_footprint(&request.headers, partner.max_body_bytes))
     else {
         return Err(ApiError::Unavailable(
             "too many requests in flight; retry".into(),
