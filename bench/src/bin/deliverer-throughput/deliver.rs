@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use adpipe_bench::procfs;
 use adpipe_core::enrich::Enricher;
 use adpipe_core::group::SoleOwner;
 use adpipe_deliverer::{Deliverer, DelivererOptions};
@@ -32,8 +33,6 @@ pub const READ_LIMIT: usize = 400;
 const FLUSH_INTERVAL: Duration = Duration::from_secs(3600);
 /// How often the run checks whether every user record has been read.
 const PROGRESS_POLL: Duration = Duration::from_millis(20);
-/// Clock ticks per second of `/proc/*/stat` times: USER_HZ, 100 on every Linux ABI.
-const USER_HZ: f64 = 100.0;
 
 /// Delivers the stream of the dataset in `dir` into `lake` once and prints the measurement.
 pub async fn deliver(dir: &Path, lake: &Path, enrich: bool, geoip: &Path) -> anyhow::Result<()> {
@@ -66,7 +65,7 @@ pub async fn deliver(dir: &Path, lake: &Path, enrich: bool, geoip: &Path) -> any
         ..DelivererOptions::default()
     };
 
-    let cpu_before = process_cpu_seconds()?;
+    let cpu_before = procfs::cpu_seconds(std::process::id())?;
     let started = Instant::now();
     let deliverer = Deliverer::new(
         spec,
@@ -88,7 +87,7 @@ pub async fn deliver(dir: &Path, lake: &Path, enrich: bool, geoip: &Path) -> any
     }
     shutdown.cancel();
     run.await??;
-    let cpu = process_cpu_seconds()? - cpu_before;
+    let cpu = procfs::cpu_seconds(std::process::id())? - cpu_before;
     let wall = started.elapsed().as_secs_f64();
 
     let rows = counter(&registry, "adpipe_deliverer_events_written_total");
@@ -110,25 +109,6 @@ pub async fn deliver(dir: &Path, lake: &Path, enrich: bool, geoip: &Path) -> any
     });
     println!("{report}");
     Ok(())
-}
-
-/// User plus system CPU time of this process, every thread included (exited ones too).
-fn process_cpu_seconds() -> anyhow::Result<f64> {
-    let stat = fs::read_to_string("/proc/self/stat")?;
-    // NOTE: the command name (field 2) may hold spaces; the fields after it start at 3
-    // (state), so utime (14) and stime (15) are the 12th and 13th after the `)`.
-    let after_name = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .context("failed to parse /proc/self/stat")?;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| -> anyhow::Result<u64> {
-        Ok(fields
-            .get(i)
-            .context("failed to parse /proc/self/stat")?
-            .parse()?)
-    };
-    Ok((ticks(11)? + ticks(12)?) as f64 / USER_HZ)
 }
 
 /// The sum of a counter family over its labels.

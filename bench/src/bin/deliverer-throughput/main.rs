@@ -7,13 +7,15 @@
 //! deliver:  EmbeddedStream ─▶ the real Deliverer ─▶ {lake}/ads-lake/events/…/*.parquet,
 //!           one JSON line: rows, CPU seconds, bytes
 //! stages:   each step of the worker's path timed alone (where the time goes)
+//! floor:    the steps no deliverer on the same crates can skip, timed alone (CPU seconds)
 //! ```
 //!
 //! `dataset` makes the events, `generate` writes them, `deliver` measures one run, `stages`
-//! breaks a run down.
+//! breaks a run down, `floor` measures what the crates alone cost.
 
 mod dataset;
 mod deliver;
+mod floor;
 mod generate;
 mod stages;
 
@@ -76,6 +78,13 @@ enum Command {
         #[arg(long, env = "ADPIPE_BENCH_GEOIP", default_value_os_t = default_geoip())]
         geoip: PathBuf,
     },
+    /// Times what no deliverer built on the same crates can skip — the KPL trailer's MD5, the
+    /// stream JSON's typed parse, the Parquet encoding — and prints CPU seconds as JSON.
+    Floor {
+        /// Dataset directory (from `generate`).
+        #[arg(long, env = "ADPIPE_BENCH_DATA")]
+        dir: PathBuf,
+    },
 }
 
 fn default_geoip() -> PathBuf {
@@ -97,6 +106,7 @@ fn main() -> anyhow::Result<()> {
             geoip,
         } => runtime.block_on(deliver::deliver(&dir, &lake, !no_enrich, &geoip)),
         Command::Stages { dir, geoip } => runtime.block_on(stages::stages(&dir, &geoip)),
+        Command::Floor { dir } => runtime.block_on(floor::floor(&dir)),
     }
 }
 

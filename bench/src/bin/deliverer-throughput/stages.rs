@@ -115,7 +115,8 @@ pub async fn stages(dir: &Path, geoip: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn read_all(stream: &EmbeddedStream) -> anyhow::Result<Vec<StreamRecord>> {
+/// Every record of every shard of `stream`, in shard order.
+pub(crate) async fn read_all(stream: &EmbeddedStream) -> anyhow::Result<Vec<StreamRecord>> {
     let mut records = Vec::new();
     for shard in StreamReader::shards(stream).await? {
         let mut from = StartPosition::TrimHorizon;
