@@ -135,7 +135,7 @@ def fixed_rate_goals(results, floor):
         cpu_vs_reference(results, batch20, floor),
         cpu_vs_floor(results, batch20, floor),
         latency_vs_reference(results, sustained),
-        request_vs_bare(results, batch1),
+        request_vs_bare(results, batch1, floor),
         shard_placement(results),
         *billing(results, sustained),
     ]
@@ -166,14 +166,14 @@ def cpu_vs_reference(results, batch20, floor):
                 ratio >= 6.0)
 
 
-def unavoidable_s_per_m(results, rate, floor):
-    """CPU seconds per million events that no receiver of these 20-event requests can shed: a
-    bare hyper server's for the same requests, and the AWS SDK's for the PutRecords calls and
-    billed units adpipe needed at `rate` (its per-call and per-unit costs from the floor
-    part). None when a figure is missing."""
-    bare = median_of(results, (20, rate, BARE), "cpu_s_per_M_events")
-    calls = median_of(results, (20, rate, ADPIPE), "puts_per_M_events")
-    units = median_of(results, (20, rate, ADPIPE), "units_per_M_events")
+def unavoidable_s_per_m(results, rate, floor, batch=20):
+    """CPU seconds per million events that no receiver of these `batch`-event requests can
+    shed: a bare hyper server's for the same requests, and the AWS SDK's for the PutRecords
+    calls and billed units adpipe needed at `rate` (its per-call and per-unit costs from the
+    floor part). None when a figure is missing."""
+    bare = median_of(results, (batch, rate, BARE), "cpu_s_per_M_events")
+    calls = median_of(results, (batch, rate, ADPIPE), "puts_per_M_events")
+    units = median_of(results, (batch, rate, ADPIPE), "units_per_M_events")
     floor = floor or {}
     if None in (bare, calls, units, floor.get("sdk_call_us"), floor.get("sdk_unit_us")):
         return None
@@ -214,7 +214,7 @@ def latency_vs_reference(results, loads):
                 all(x >= 5.0 for _, x, _, _ in ratios))
 
 
-def request_vs_bare(results, batch1):
+def request_vs_bare(results, batch1, floor):
     """At the highest single-event load adpipe sustains (else the lowest)."""
     pairs = [r for r in batch1
              if all_sustained(results, (1, r, ADPIPE)) and (1, r, BARE) in results]
@@ -224,10 +224,21 @@ def request_vs_bare(results, batch1):
     if not (ours and bare):
         return None
     ratio = ours / bare
+    # NOTE: with one event a request, CPU seconds per million events are µs per request.
+    unavoidable = unavoidable_s_per_m(results, at, floor, batch=1)
+    floor1 = (floor or {}).get("codec_ns", {}).get(1)
+    bound = ""
+    if unavoidable:
+        bound = (f"; HTTP and the SDK's calls alone cost {unavoidable:.1f} µs a request "
+                 f"({unavoidable / bare:.2f}×), leaving {1.3 * bare - unavoidable:.1f} µs "
+                 f"within the goal for everything else")
+        if floor1:
+            bound += (f", where the codec floor alone takes {floor1 / 1000:.1f} µs (its "
+                      f"base64 and payload hash partly inside the SDK's share)")
     return goal("CPU per single-event request vs a bare hyper server answering 200",
                 "within 1.3×",
                 f"{ratio:.1f}× at {at / 1000:g}k requests/s "
-                f"({ours:.1f} vs {bare:.1f} µs per request)",
+                f"({ours:.1f} vs {bare:.1f} µs per request){bound}",
                 ratio <= 1.3)
 
 
