@@ -54,6 +54,21 @@ SUBJECT_STOP_TIMEOUT_S = 2.0
 BUFFERED_GAUGE = re.compile(r'^adpipe_receiver_buffered_bytes\{[^}]*\}\s+([0-9.e+]+)$', re.M)
 
 
+def image_env(stage):
+    """The `ENV` settings of one stage of `docker/Dockerfile`: a subject runs with what its
+    image would give it."""
+    dockerfile = Path(__file__).resolve().parents[1] / "docker" / "Dockerfile"
+    env, current = {}, None
+    for line in dockerfile.read_text().splitlines():
+        started = re.match(r"FROM\s+\S+\s+AS\s+(\S+)", line, re.I)
+        if started:
+            current = started.group(1)
+        setting = re.match(r"ENV\s+([A-Za-z_][A-Za-z0-9_]*)=(\S+)\s*$", line)
+        if setting and current == stage:
+            env[setting.group(1)] = setting.group(2)
+    return env
+
+
 def log(message):
     print(f"receiver bench: {message}", file=sys.stderr, flush=True)
 
@@ -234,6 +249,7 @@ class Subject:
         env = aws_env(endpoint)
         cwd = None
         if name == ADPIPE:
+            env.update(image_env("receiver"))
             metrics_port = free_port()
             self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
             argv = [
