@@ -14,7 +14,7 @@
 //! these crates can be no faster than this floor.
 
 use std::borrow::Cow;
-use std::fmt;
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::Path;
 
@@ -22,14 +22,11 @@ use adpipe_bench::procfs;
 use adpipe_core::kpl;
 use adpipe_deliverer::decode::{Split, decode};
 use adpipe_deliverer::parquet_file::ParquetFile;
-use adpipe_embedded::EmbeddedStream;
 use anyhow::{Context, ensure};
 use md5::{Digest, Md5};
 use serde::Deserialize;
-use serde::de::{self, MapAccess, Visitor};
 
-use crate::generate::{STREAM_DIR, read_meta};
-use crate::stages::read_all;
+use crate::stages::{open_dataset, read_all};
 
 /// Rows handed to the Parquet writer at once, as the deliverer's batch stages them.
 const STAGED_ROWS: usize = 256;
@@ -82,7 +79,7 @@ struct StreamEvent<'a> {
     #[serde(borrow)]
     consent: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    attributes: Option<Pairs<'a>>,
+    attributes: Option<BTreeMap<Text<'a>, Text<'a>>>,
 }
 
 impl StreamEvent<'_> {
@@ -106,81 +103,22 @@ impl StreamEvent<'_> {
         ));
         black_box((&self.device_type, &self.os, &self.browser));
         black_box((&self.currency, &self.consent));
-        for (key, value) in self.attributes.iter().flat_map(|pairs| &pairs.0) {
+        for (key, value) in self.attributes.iter().flatten() {
             black_box((&key.0, &value.0));
         }
     }
 }
 
-/// A JSON object of strings, kept as the pairs it holds: the cheapest form a column of maps
-/// can be filled from.
-#[derive(Debug)]
-struct Pairs<'a>(Vec<(Text<'a>, Text<'a>)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Pairs<'a> {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Pairs<'a>, D::Error> {
-        deserializer.deserialize_map(PairsVisitor)
-    }
-}
-
-struct PairsVisitor;
-
-impl<'de> Visitor<'de> for PairsVisitor {
-    type Value = Pairs<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object of strings")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Pairs<'de>, A::Error> {
-        let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0));
-        while let Some(pair) = map.next_entry()? {
-            pairs.push(pair);
-        }
-        Ok(Pairs(pairs))
-    }
-}
-
 /// A JSON string, borrowed from the record unless it has escapes to decode (serde's own
-/// `Cow` is always a copy).
-#[derive(Debug)]
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Text<'a>, D::Error> {
-        deserializer.deserialize_str(TextVisitor)
-    }
-}
-
-struct TextVisitor;
-
-impl<'de> Visitor<'de> for TextVisitor {
-    type Value = Text<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Text<'de>, E> {
-        Ok(Text(Cow::Borrowed(text)))
-    }
-
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<Text<'de>, E> {
-        Ok(Text(Cow::Owned(text.to_owned())))
-    }
-}
+/// `Cow` is a copy anywhere but directly in a field marked `borrow`).
+#[derive(Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// Times the three steps over the dataset in `dir` and prints one JSON line: rows and the
 /// CPU seconds of each step and of all three.
 pub async fn floor(dir: &Path) -> anyhow::Result<()> {
-    let meta = read_meta(dir).context("no dataset: run `deliverer-throughput generate` first")?;
-    let doc = crate::pipeline()?;
+    let (meta, doc, stream) = open_dataset(dir)?;
     let spec = &doc.spec;
-    let stream = EmbeddedStream::open(
-        &dir.join(STREAM_DIR),
-        &spec.stream.name,
-        spec.stream.shards.unwrap_or(1),
-    )?;
     let records = read_all(&stream).await?;
     let splits: Vec<Split> = records.iter().map(Split::of).collect();
     let mut user_records = Vec::new();

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use adpipe_core::enrich::Enricher;
 use adpipe_core::kpl;
-use adpipe_core::spec::Enrichment;
+use adpipe_core::spec::{Enrichment, PipelineDocument};
 use adpipe_core::stream::{StartPosition, StreamReader, StreamRecord};
 use adpipe_deliverer::decode::{Split, decode};
 use adpipe_deliverer::parquet_file::ParquetFile;
@@ -24,21 +24,15 @@ use adpipe_embedded::EmbeddedStream;
 use anyhow::{Context, ensure};
 
 use crate::deliver::READ_LIMIT;
-use crate::generate::{STREAM_DIR, read_meta};
+use crate::generate::{Meta, STREAM_DIR, read_meta};
 
 /// Rows handed to the Parquet writer at once, as the deliverer's batch does.
 const STAGED_ROWS: usize = 8192;
 
 /// Times every step over the dataset in `dir` and prints nanoseconds per event for each.
 pub async fn stages(dir: &Path, geoip: &Path) -> anyhow::Result<()> {
-    let meta = read_meta(dir).context("no dataset: run `deliverer-throughput generate` first")?;
-    let doc = crate::pipeline()?;
+    let (meta, doc, stream) = open_dataset(dir)?;
     let spec = &doc.spec;
-    let stream = EmbeddedStream::open(
-        &dir.join(STREAM_DIR),
-        &spec.stream.name,
-        spec.stream.shards.unwrap_or(1),
-    )?;
     let mut times = Vec::new();
     let mut timed = |name: &'static str, started: Instant| {
         times.push((name, started.elapsed().as_secs_f64()));
@@ -113,6 +107,18 @@ pub async fn stages(dir: &Path, geoip: &Path) -> anyhow::Result<()> {
         println!("{name:32} {bytes:7.2} bytes/row");
     }
     Ok(())
+}
+
+/// The dataset in `dir`: its description, its pipeline and its stream.
+pub(crate) fn open_dataset(dir: &Path) -> anyhow::Result<(Meta, PipelineDocument, EmbeddedStream)> {
+    let meta = read_meta(dir).context("no dataset: run `deliverer-throughput generate` first")?;
+    let doc = crate::pipeline()?;
+    let stream = EmbeddedStream::open(
+        &dir.join(STREAM_DIR),
+        &doc.spec.stream.name,
+        doc.spec.stream.shards.unwrap_or(1),
+    )?;
+    Ok((meta, doc, stream))
 }
 
 /// Every record of every shard of `stream`, in shard order.
