@@ -19,12 +19,12 @@ use adpipe_bench::procfs;
 use adpipe_core::enrich::Enricher;
 use adpipe_core::group::SoleOwner;
 use adpipe_deliverer::{Deliverer, DelivererOptions};
-use adpipe_embedded::{DirectorySink, EmbeddedStream, FileCheckpoints};
+use adpipe_embedded::{DirectorySink, FileCheckpoints};
 use anyhow::{Context, bail, ensure};
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::generate::{STREAM_DIR, read_meta};
+use crate::generate::{STREAM_DIR, open_stream, read_meta};
 
 /// Aggregates per read: about the 10 MB a Kinesis GetRecords call returns at most.
 pub const READ_LIMIT: usize = 400;
@@ -45,7 +45,7 @@ pub async fn deliver(dir: &Path, lake: &Path, enrich: bool, geoip: &Path) -> any
     let doc = crate::pipeline()?;
     let spec = &doc.spec;
     let state = dir.join(STREAM_DIR);
-    let stream = EmbeddedStream::open(&state, &spec.stream.name, spec.stream.shards.unwrap_or(1))?;
+    let stream = open_stream(dir, &doc)?;
     let group = format!("bench-{}", std::process::id());
     let checkpoints = FileCheckpoints::open(&state, &spec.stream.name, &group)?;
     let enricher = if enrich {

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use adpipe_core::kpl::Aggregator;
 use adpipe_core::shard::{ShardMap, hash_key};
+use adpipe_core::spec::PipelineDocument;
 use adpipe_core::stream::{PutEntry, PutOutcome, StreamWriter};
 use adpipe_embedded::EmbeddedStream;
 use anyhow::{Context, bail};
@@ -50,6 +51,16 @@ pub struct Meta {
     pub ndjson_bytes: u64,
 }
 
+/// The embedded stream of the dataset in `dir`, with the pipeline's name and shards.
+pub fn open_stream(dir: &Path, doc: &PipelineDocument) -> anyhow::Result<EmbeddedStream> {
+    let spec = &doc.spec.stream;
+    Ok(EmbeddedStream::open(
+        &dir.join(STREAM_DIR),
+        &spec.name,
+        spec.shards.unwrap_or(1),
+    )?)
+}
+
 fn meta_path(dir: &Path) -> PathBuf {
     dir.join("meta.json")
 }
@@ -73,11 +84,7 @@ pub async fn generate(dir: &Path, events: u64, seed: u64) -> anyhow::Result<()> 
     }
     fs::create_dir_all(dir)?;
     let doc = crate::pipeline()?;
-    let stream = EmbeddedStream::open(
-        &dir.join(STREAM_DIR),
-        &doc.spec.stream.name,
-        doc.spec.stream.shards.unwrap_or(1),
-    )?;
+    let stream = open_stream(dir, &doc)?;
     let shards = ShardMap::new(&StreamWriter::shards(&stream).await?);
     let mut aggregators: Vec<Aggregator> = shards
         .shards()

@@ -24,7 +24,7 @@ use adpipe_embedded::EmbeddedStream;
 use anyhow::{Context, ensure};
 
 use crate::deliver::READ_LIMIT;
-use crate::generate::{Meta, STREAM_DIR, read_meta};
+use crate::generate::{Meta, open_stream, read_meta};
 
 /// Rows handed to the Parquet writer at once, as the deliverer's batch does.
 const STAGED_ROWS: usize = 8192;
@@ -113,11 +113,7 @@ pub async fn stages(dir: &Path, geoip: &Path) -> anyhow::Result<()> {
 pub(crate) fn open_dataset(dir: &Path) -> anyhow::Result<(Meta, PipelineDocument, EmbeddedStream)> {
     let meta = read_meta(dir).context("no dataset: run `deliverer-throughput generate` first")?;
     let doc = crate::pipeline()?;
-    let stream = EmbeddedStream::open(
-        &dir.join(STREAM_DIR),
-        &doc.spec.stream.name,
-        doc.spec.stream.shards.unwrap_or(1),
-    )?;
+    let stream = open_stream(dir, &doc)?;
     Ok((meta, doc, stream))
 }
 
