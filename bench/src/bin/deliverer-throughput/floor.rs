@@ -1,4 +1,4 @@
-//! The least CPU any deliverer built on the crates adpipe's is built on must spend on the
+//! The least CPU any deliverer on the crates adpipe's deliverer uses must spend on the
 //! dataset: the three steps no such deliverer can skip, each timed alone over every event,
 //! with the data already in memory and nothing of the worker around them.
 //!
