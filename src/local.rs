@@ -110,7 +110,14 @@ async fn run(args: LocalArgs) -> anyhow::Result<()> {
         adpipe_runtime::shutdown_signal().await;
         eprintln!("adpipe: shutting down: no new events; flushing…");
     };
-    adpipe_receiver::serve(listener, state, producer_tasks, shutdown).await;
+    adpipe_receiver::serve(
+        listener,
+        state,
+        producer_tasks,
+        receiver_metrics.connections(),
+        shutdown,
+    )
+    .await;
     eprintln!("adpipe: receiver drained; delivering what the streams hold…");
     stop_deliverers.cancel();
     for deliverer in deliverers {

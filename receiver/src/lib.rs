@@ -5,7 +5,7 @@
 //! partner   one partner's compiled source, auth, limits and producer
 //! producer  events ─▶ KPL-aggregated, shard-aware batch puts, acknowledged per request
 //! reply     success bodies, the pixel, errors as JSON with a reason
-//! server    the accept loop: HTTP/1.1 connections with capped buffers, a graceful stop
+//! server    the accept loop: capped connections with capped buffers, a graceful stop
 //! metrics   every metric, on an explicit registry
 //! ```
 //!
@@ -25,6 +25,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub use http::{ReceiverState, routes};
+use metrics::ConnectionMetrics;
 
 /// Serves `state` on `listener` until `shutdown` resolves; then stops taking events, lets
 /// requests in progress finish, and sends everything the producers still hold before it
@@ -33,6 +34,7 @@ pub async fn serve(
     listener: TcpListener,
     state: Arc<ReceiverState>,
     producers: Vec<tokio::task::JoinHandle<()>>,
+    connections: ConnectionMetrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let draining = state.clone();
@@ -41,7 +43,7 @@ pub async fn serve(
         draining.start_draining();
         tracing::info!("draining: finishing requests in progress");
     };
-    server::run(listener, routes(state.clone()), signal).await;
+    server::run(listener, routes(state.clone()), connections, signal).await;
     for partner in state.partners() {
         partner.producer.close();
     }

@@ -27,6 +27,32 @@ pub struct ReceiverMetrics {
     user_records_per_record: HistogramVec,
     put_retries: IntCounterVec,
     billed_units: IntCounterVec,
+    connections: ConnectionMetrics,
+}
+
+/// The accept loop's metrics: receiver-wide, as connections belong to no partner until a
+/// request names one.
+#[derive(Clone, Debug)]
+pub struct ConnectionMetrics {
+    open: IntGauge,
+    refused: IntCounter,
+}
+
+impl ConnectionMetrics {
+    /// A connection was accepted, to be served or refused.
+    pub fn opened(&self) {
+        self.open.inc();
+    }
+
+    /// A connection ended.
+    pub fn closed(&self) {
+        self.open.dec();
+    }
+
+    /// A connection past the limit was answered `503`.
+    pub fn refused(&self) {
+        self.refused.inc();
+    }
 }
 
 impl ReceiverMetrics {
@@ -118,6 +144,16 @@ impl ReceiverMetrics {
                 ),
                 &["partner"],
             )?,
+            connections: ConnectionMetrics {
+                open: IntGauge::new(
+                    "adpipe_receiver_connections",
+                    "Client connections open, served or being refused",
+                )?,
+                refused: IntCounter::new(
+                    "adpipe_receiver_connections_refused_total",
+                    "Connections answered 503 because the receiver had as many open as it serves",
+                )?,
+            },
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;
@@ -130,7 +166,14 @@ impl ReceiverMetrics {
         registry.register(Box::new(m.user_records_per_record.clone()))?;
         registry.register(Box::new(m.put_retries.clone()))?;
         registry.register(Box::new(m.billed_units.clone()))?;
+        registry.register(Box::new(m.connections.open.clone()))?;
+        registry.register(Box::new(m.connections.refused.clone()))?;
         Ok(m)
+    }
+
+    /// The handles of the accept loop.
+    pub fn connections(&self) -> ConnectionMetrics {
+        self.connections.clone()
     }
 
     /// The handles of one partner, with its label bound once.

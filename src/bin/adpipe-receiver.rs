@@ -65,7 +65,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         &spec.stream.name,
     );
     let registry = prometheus::Registry::new();
-    let metrics = ReceiverMetrics::register(&registry)?.partner(&spec.partner);
+    let receiver_metrics = ReceiverMetrics::register(&registry)?;
+    let metrics = receiver_metrics.partner(&spec.partner);
     let (producer, producer_task) = Producer::start(
         Arc::new(stream),
         ProducerOptions::default(),
@@ -102,6 +103,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         listener,
         state,
         vec![producer_task],
+        receiver_metrics.connections(),
         adpipe_runtime::shutdown_signal(),
     )
     .await;
