@@ -34,6 +34,10 @@ from harness import (
 # may hold for events not yet acknowledged by the stream; beyond it, 503.
 ADPIPE_BUFFER_BUDGET_BYTES = 64 * 1024 * 1024
 
+# Connections adpipe serves at once (receiver/src/server.rs MAX_CONNECTIONS); past them it
+# answers 503 and closes.
+ADPIPE_MAX_CONNECTIONS = 2048
+
 # How often the overload run samples memory and adpipe's buffer gauge.
 OVERLOAD_SAMPLE_S = 0.5
 
@@ -75,10 +79,11 @@ def overload(setup, plan, saturation_rate):
         f"requests queue. Stream-bound: the sink enforces 1 MiB/s and 1,000 records/s per "
         f"shard like Kinesis, so acknowledgements wait for the stream and the producer's "
         f"buffer fills. The load generator keeps {plan['connections']:,} connections, each "
-        f"with one request at a time (a 503 closes its connection): a durable-ack receiver "
-        f"holds at most that many requests, so fewer connections could never fill the "
-        f"buffer. The RSS bound allows {plan['rss_allowance']:g}× the buffer budget over the "
-        f"idle RSS for connection state and the copies of records in flight.")
+        f"with one request at a time (a 503 closes its connection, and the next request "
+        f"opens a new one): more than the {ADPIPE_MAX_CONNECTIONS:,} adpipe serves at once, "
+        f"so its connection limit is under test too. The RSS bound allows "
+        f"{plan['rss_allowance']:g}× the buffer budget over the idle RSS for connection state "
+        f"and the copies of records in flight.")
     return {"part": "overload", "metrics": metrics, "goals": goals, "series": series,
             "notes": notes}
 

@@ -92,7 +92,7 @@ def fixed_rate(setup, plan, floor):
     goals = fixed_rate_goals(results, floor)
     notes = [
         f"Open-loop load, latency from each request's scheduled send time; connections sized "
-        f"by Little's law for 250 ms per request; {plan['warmup']:g} s warm-up, "
+        f"by Little's law for 250 ms per request (8 to 2,000); {plan['warmup']:g} s warm-up, "
         f"{plan['duration']:g} s measured, {plan['reps']} interleaved repetitions per load.",
         f"Kinesis sink: {setup.shards} shards split evenly, {setup.sink_latency_ms} ms added "
         f"to every put call. Billed units are ceil((key + data bytes) / 25 KiB) per record; "
