@@ -75,6 +75,29 @@ enum Slot {
     Refused(OwnedSemaphorePermit),
 }
 
+/// A connection's slot, held while the connection is open; dropping it frees the slot and
+/// counts the connection closed, however its task ends.
+struct Open {
+    _slot: OwnedSemaphorePermit,
+    metrics: ConnectionMetrics,
+}
+
+impl Open {
+    fn new(slot: OwnedSemaphorePermit, metrics: &ConnectionMetrics) -> Open {
+        metrics.opened();
+        Open {
+            _slot: slot,
+            metrics: metrics.clone(),
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.metrics.closed();
+    }
+}
+
 /// How many connections are served and refused at once, and how long one may idle.
 #[derive(Clone, Copy, Debug)]
 struct Limits {
@@ -159,25 +182,23 @@ async fn accept_loop(
             tracing::debug!(error = %e, %peer, "failed to set TCP_NODELAY");
         }
         let watcher = connections.watcher();
-        let metrics = metrics.clone();
-        metrics.opened();
         match slot {
             Slot::Served(permit) => {
+                let open = Open::new(permit, &metrics);
                 let routes = routes.clone();
-                let idle_timeout = limits.idle_timeout;
                 tokio::spawn(serve(
                     stream,
                     peer,
                     routes,
-                    idle_timeout,
+                    limits.idle_timeout,
                     watcher,
-                    metrics,
-                    permit,
+                    open,
                 ));
             }
             Slot::Refused(permit) => {
+                let open = Open::new(permit, &metrics);
                 metrics.refused();
-                tokio::spawn(refuse(stream, peer, watcher, metrics, permit));
+                tokio::spawn(refuse(stream, peer, watcher, open));
             }
         }
     }
@@ -193,8 +214,7 @@ async fn serve(
     routes: impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
     idle_timeout: Duration,
     watcher: Watcher,
-    metrics: ConnectionMetrics,
-    _slot: OwnedSemaphorePermit,
+    _open: Open,
 ) {
     let service = warp::service(routes);
     let per_request = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -215,18 +235,11 @@ async fn serve(
     if let Err(e) = watcher.watch(connection).await {
         tracing::debug!(error = %e, %peer, "connection ended with an error");
     }
-    metrics.closed();
 }
 
 /// Answers a connection past the limit with one `503` and closes it, its body unread, as for
 /// any request refused before its body.
-async fn refuse(
-    stream: TcpStream,
-    peer: SocketAddr,
-    watcher: Watcher,
-    metrics: ConnectionMetrics,
-    _slot: OwnedSemaphorePermit,
-) {
+async fn refuse(stream: TcpStream, peer: SocketAddr, watcher: Watcher, _open: Open) {
     let answer = service_fn(|_request: hyper::Request<hyper::body::Incoming>| async {
         let mut response =
             ApiError::Unavailable("too many connections open; retry".into()).into_response();
@@ -244,7 +257,6 @@ async fn refuse(
     if let Err(e) = watcher.watch(connection).await {
         tracing::debug!(error = %e, %peer, "refused connection ended with an error");
     }
-    metrics.closed();
 }
 
 /// Errors that end one client's connection attempt, not the listener's ability to accept.
@@ -433,6 +445,14 @@ mod tests {
         }
         let answer = exchange(addr, "").await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while metric(&registry, "adpipe_receiver_connections") != 0.0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "closed connections are still counted open"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
 
         stop.send(()).unwrap();
         server.await.unwrap();
